@@ -1,0 +1,303 @@
+"""The assignment config: every term parameter, read from one TOML file.
+
+``load()`` reads ``reference/assignment.toml`` (or the path in ``$HW4_CONFIG``) into frozen
+dataclasses. Nothing else in the code base holds a term parameter: a new term is a new config.
+
+>>> cfg = load()
+>>> cfg.lab1.lr, cfg.lab1.steps, cfg.lab2.q
+(0.02, 200, 70.0)
+>>> cfg.rubric["lab2.b"].points
+6.0
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ITEM_IDS",
+    "Config",
+    "ConfigError",
+    "Lab1Config",
+    "Lab2Config",
+    "Lab3Config",
+    "DataConfig",
+    "GradingConfig",
+    "RubricItem",
+    "DEFAULT_PATH",
+    "REPO_ROOT",
+    "load",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PATH = Path(__file__).resolve().parent / "assignment.toml"
+
+#: The rubric item ids, in gradebook column order (DESIGN section 7).
+ITEM_IDS: tuple[str, ...] = (
+    *(f"tf.{i}" for i in range(1, 11)),
+    *(f"lab1.{c}" for c in "abcdef"),
+    *(f"lab2.{c}" for c in "abcde"),
+    *(f"lab3.{c}" for c in "abcde"),
+)
+
+
+class ConfigError(ValueError):
+    """The assignment config is malformed; the message names the file and the key."""
+
+
+@dataclass(frozen=True)
+class Lab1Config:
+    X: tuple[tuple[float, ...], ...]
+    y: tuple[float, ...]
+    W0: tuple[float, ...]
+    lr: float
+    steps: int
+    k: int
+    lambdas: tuple[float, ...]
+    prox_thresholds: tuple[float, ...]
+    trimmed_thresholds: tuple[float, ...]
+    trim: int
+    sparse_solution: tuple[float, ...]
+
+    def params(self, method: str) -> tuple[float | None, ...]:
+        """The term's parameter values for one Lab 1 method (``(None,)`` when it has none)."""
+        return {
+            "gd": (None,),
+            "projected": (float(self.k),),
+            "l1": self.lambdas,
+            "proximal": self.prox_thresholds,
+            "trimmed": self.trimmed_thresholds,
+        }[method]
+
+
+@dataclass(frozen=True)
+class Lab2Config:
+    q: float
+    iterative_step: float
+    iterative_prune_epochs: int
+    iterative_fixed_epochs: int
+    sparsity_target: float
+    finetune_epochs: int
+    batch_size: int
+    lr: float
+    reg: float
+    checkpoints: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lab3Config:
+    bits: tuple[int, ...]
+    finetune_bits: tuple[int, ...]
+    pruned_bits: tuple[int, ...]
+    symmetric_bits: tuple[int, ...]
+    finetune_epochs: int
+    checkpoint: str
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    fixture: Path
+    checkpoint: Path
+    fast_train_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    full_scale: dict[str, tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class GradingConfig:
+    pip_spec: str
+    hidden_visibility: str
+    call_timeout_s: float
+    import_timeout_s: float
+    submission_budget_s: float
+    notebook_cell_timeout_s: float
+    notebook_budget_s: float
+    memory_mb: int
+    notebook_memory_mb: int
+    max_processes: int
+    max_output_bytes: int
+    max_file_mb: int
+    max_result_mb: int
+
+
+@dataclass(frozen=True)
+class RubricItem:
+    """One rubric item: ``points`` in all = ``manual`` + ``notebook`` + ``function`` points."""
+
+    item: str
+    title: str
+    points: float
+    manual: float = 0.0
+    notebook: float = 0.0
+
+    @property
+    def automatic(self) -> float:
+        """Points the grader awards on its own (function tests + notebook checks)."""
+        return self.points - self.manual
+
+    @property
+    def function(self) -> float:
+        """Points earned by the function tests of ``tests/rubric``."""
+        return self.points - self.manual - self.notebook
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    term: str
+    title: str
+    lab1: Lab1Config
+    lab2: Lab2Config
+    lab3: Lab3Config
+    data: DataConfig
+    grading: GradingConfig
+    tf_key: dict[str, str]
+    rubric: dict[str, RubricItem] = field(repr=False)
+
+    @property
+    def total_points(self) -> float:
+        return sum(r.points for r in self.rubric.values())
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read and validate an assignment config.
+
+    Args:
+        path: the TOML file; default ``$HW4_CONFIG`` or ``reference/assignment.toml``.
+
+    Returns:
+        The parsed :class:`Config` (cached per resolved path).
+
+    Raises:
+        ConfigError: a missing key, a wrong type, rubric points that do not add up, or an
+            unknown rubric item; the message names the file and the key.
+    """
+    chosen = path if path is not None else os.environ.get("HW4_CONFIG") or DEFAULT_PATH
+    return _load_cached(Path(chosen).resolve())
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(path: Path) -> Config:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: assignment config not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return _parse(path, raw)
+
+
+def _parse(path: Path, raw: dict[str, Any]) -> Config:
+    get = _Getter(path, raw)
+    lab1 = Lab1Config(
+        X=tuple(tuple(float(v) for v in row) for row in get("lab1", "X")),
+        y=tuple(float(v) for v in get("lab1", "y")),
+        W0=tuple(float(v) for v in get("lab1", "W0")),
+        lr=float(get("lab1", "lr")),
+        steps=int(get("lab1", "steps")),
+        k=int(get("lab1", "k")),
+        lambdas=tuple(float(v) for v in get("lab1", "lambdas")),
+        prox_thresholds=tuple(float(v) for v in get("lab1", "prox_thresholds")),
+        trimmed_thresholds=tuple(float(v) for v in get("lab1", "trimmed_thresholds")),
+        trim=int(get("lab1", "trim")),
+        sparse_solution=tuple(float(v) for v in get("lab1", "sparse_solution")),
+    )
+    n_features = len(lab1.W0)
+    if any(len(row) != n_features for row in lab1.X) or len(lab1.X) != len(lab1.y):
+        raise ConfigError(
+            f"{path}: [lab1] X must be {len(lab1.y)} rows of {n_features} values to match y and W0"
+        )
+    lab2 = Lab2Config(
+        q=float(get("lab2", "q")),
+        iterative_step=float(get("lab2", "iterative_step")),
+        iterative_prune_epochs=int(get("lab2", "iterative_prune_epochs")),
+        iterative_fixed_epochs=int(get("lab2", "iterative_fixed_epochs")),
+        sparsity_target=float(get("lab2", "sparsity_target")),
+        finetune_epochs=int(get("lab2", "finetune_epochs")),
+        batch_size=int(get("lab2", "batch_size")),
+        lr=float(get("lab2", "lr")),
+        reg=float(get("lab2", "reg")),
+        checkpoints=dict(get("lab2", "checkpoints")),
+    )
+    if not 0.0 <= lab2.q <= 100.0:
+        raise ConfigError(f"{path}: [lab2] q = {lab2.q} is a percent and must lie in [0, 100]")
+    lab3 = Lab3Config(
+        bits=tuple(int(b) for b in get("lab3", "bits")),
+        finetune_bits=tuple(int(b) for b in get("lab3", "finetune_bits")),
+        pruned_bits=tuple(int(b) for b in get("lab3", "pruned_bits")),
+        symmetric_bits=tuple(int(b) for b in get("lab3", "symmetric_bits")),
+        finetune_epochs=int(get("lab3", "finetune_epochs")),
+        checkpoint=str(get("lab3", "checkpoint")),
+    )
+    full_scale = {k: (float(v[0]), float(v[1])) for k, v in get("data", "full_scale").items()}
+    data = DataConfig(
+        fixture=REPO_ROOT / str(get("data", "fixture")),
+        checkpoint=REPO_ROOT / str(get("data", "checkpoint")),
+        fast_train_size=int(get("data", "fast_train_size")),
+        mean=tuple(float(v) for v in get("data", "mean")),  # type: ignore[arg-type]
+        std=tuple(float(v) for v in get("data", "std")),  # type: ignore[arg-type]
+        full_scale=full_scale,
+    )
+    grading = GradingConfig(**{k: get("grading", k) for k in GradingConfig.__dataclass_fields__})
+    if grading.hidden_visibility not in ("hidden", "after_due_date", "after_published"):
+        raise ConfigError(
+            f"{path}: [grading] hidden_visibility = {grading.hidden_visibility!r}; "
+            "allowed: hidden, after_due_date, after_published"
+        )
+    tf_key = {str(k): str(v).upper() for k, v in get("tf", "key").items()}
+    for q, v in tf_key.items():
+        if v not in ("T", "F"):
+            raise ConfigError(f"{path}: [tf] key {q} = {v!r}; allowed: T or F")
+    rubric: dict[str, RubricItem] = {}
+    for item, spec in get("rubric").items():
+        if item not in ITEM_IDS:
+            raise ConfigError(f"{path}: [rubric] unknown item {item!r}; items are {', '.join(ITEM_IDS)}")
+        r = RubricItem(
+            item=item,
+            title=str(spec.get("title", item)),
+            points=float(spec["points"]),
+            manual=float(spec.get("manual", 0)),
+            notebook=float(spec.get("notebook", 0)),
+        )
+        if r.function < 0 or r.manual < 0 or r.notebook < 0:
+            raise ConfigError(
+                f"{path}: [rubric] {item}: manual ({r.manual}) + notebook ({r.notebook}) "
+                f"exceed points ({r.points})"
+            )
+        rubric[item] = r
+    missing = [i for i in ITEM_IDS if i not in rubric]
+    if missing:
+        raise ConfigError(f"{path}: [rubric] lacks items {', '.join(missing)}")
+    rubric = {i: rubric[i] for i in ITEM_IDS}
+    return Config(
+        path=path,
+        term=str(get("term", "name")),
+        title=str(get("term", "title")),
+        lab1=lab1,
+        lab2=lab2,
+        lab3=lab3,
+        data=data,
+        grading=grading,
+        tf_key=tf_key,
+        rubric=rubric,
+    )
+
+
+class _Getter:
+    def __init__(self, path: Path, raw: dict[str, Any]):
+        self.path, self.raw = path, raw
+
+    def __call__(self, *keys: str) -> Any:
+        node: Any = self.raw
+        for depth, key in enumerate(keys):
+            if not isinstance(node, dict) or key not in node:
+                where = "[" + ".".join(keys[: depth or 1]) + "]"
+                raise ConfigError(f"{self.path}: missing key {'.'.join(keys)} (looked in {where})")
+            node = node[key]
+        return node
