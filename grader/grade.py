@@ -1,0 +1,93 @@
+"""Grade one submission: run ``tests/rubric`` against it and build its ``SubmissionResult``.
+
+The tests run in this process through pytest (with ``grader.plugin``); the student's code runs in
+the sandboxed worker the ``submission`` fixture starts. A batch calls this once per submission in
+a forked child (``grader.batch``), so one submission can never disturb another's grading.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import time
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+from grader.redact import redact
+from grader.results import CaseResult, SubmissionResult, build_result
+from reference.config import Config, load
+
+__all__ = ["GradeOptions", "grade_submission", "RUBRIC_DIR"]
+
+RUBRIC_DIR = Path(__file__).resolve().parent.parent / "tests" / "rubric"
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    notebooks: bool = True
+    public_only: bool = False
+    isolation: str = "auto"
+    slot: int = 0
+    data_root: str | None = None
+    checkpoint: str | None = None
+    pytest_args: tuple[str, ...] = ()
+
+
+def grade_submission(path: Path, student: str, options: GradeOptions = GradeOptions(),
+                     cfg: Config | None = None) -> SubmissionResult:
+    """Grade the unpacked submission at ``path``. Never raises for a submission's faults; a
+    grader crash yields a result with ``grader_error`` set and every test marked as an error."""
+    import pytest
+
+    cfg = cfg or load()
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="hw4-report-") as tmp:
+        report_path = Path(tmp) / "report.json"
+        args = [
+            str(RUBRIC_DIR), "-p", "grader.plugin", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+            "--submission", str(path), "--hw4-report", str(report_path),
+            "--hypothesis-profile", "grading", "--hw4-isolation", options.isolation,
+            "--hw4-slot", str(options.slot), "-W", "ignore::pytest.PytestAssertRewriteWarning",
+            "--hw4-visibility", "public" if options.public_only else "all",
+            "--hw4-notebooks", "run" if options.notebooks else "skip",
+            "-o", "addopts=", "--rootdir", str(RUBRIC_DIR.parent.parent), "--timeout", "0",
+            *options.pytest_args,
+        ]
+        if options.data_root:
+            args += ["--hw4-data-root", options.data_root]
+        if options.checkpoint:
+            args += ["--hw4-checkpoint", options.checkpoint]
+        log = io.StringIO()
+        error = None
+        try:
+            with redirect_stdout(log), redirect_stderr(log):
+                code = pytest.main(args)
+            if code not in (0, 1):
+                error = f"pytest exited with status {int(code)}:\n{log.getvalue()[-4000:]}"
+        except Exception:  # noqa: BLE001 - a grader crash must still yield a result
+            error = traceback.format_exc()
+        payload = json.loads(report_path.read_text()) if report_path.exists() else {}
+    cases = [CaseResult(**c) for c in payload.get("cases", [])]
+    for case in cases:
+        case.message = redact(case.message)
+    warnings = [redact(p) for p in payload.get("problems", [])]
+    warnings += [f"while loading: {redact(e)}" for e in payload.get("load_errors", [])]
+    if payload.get("load_failed"):
+        warnings.append(f"your submission could not be loaded: {redact(payload['load_failed'])}")
+    result = build_result(
+        student, cfg, cases,
+        isolation=payload.get("isolation", ""),
+        mode="public" if options.public_only else ("full" if options.notebooks else "functions"),
+        found=payload.get("found", []),
+        warnings=warnings,
+        grader_error=error,
+        output=redact(payload.get("output", ""))[-20000:],
+    )
+    result.execution_time = time.monotonic() - started
+    if os.environ.get("HW4_DEBUG_PYTEST"):
+        print(log.getvalue())
+    return result

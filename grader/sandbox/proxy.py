@@ -1,0 +1,352 @@
+"""The call proxy the grading tests use: ``submission.prune_by_percentage(layer, q=30.0)``.
+
+Each call ships its inputs to the sandboxed worker (modules as specs: type, constructor arguments
+and state), runs the student's function there and brings back the return value and the new state
+of mutated arguments, which are written back into the caller's objects -- so a test reads
+``layer.weight`` after the call exactly as if the function had run locally. Everything that comes
+back is plain data (see ``channel``); nothing is unpickled.
+
+Failures become ``StudentError`` subclasses with the function's name and the call: an exception
+(traceback trimmed to the student's frames), a timeout (the worker is killed and restarted for the
+next call), a crash, a missing name, an ungradable return value. A function that timed out
+``max_strikes`` times fails fast afterwards, and once the submission's time budget is spent every
+further call fails fast: a hanging submission costs a bounded time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from grader.discover import Discovery, discover
+from grader.errors import (
+    BadReturn,
+    BudgetExhausted,
+    GraderError,
+    MissingDefinition,
+    SignatureMismatch,
+    StudentCrash,
+    StudentError,
+    StudentException,
+    StudentTimeout,
+)
+from grader.sandbox import channel as ch
+from grader.sandbox.launcher import Isolation, Limits, detect_isolation
+from grader.sandbox.session import LoadReport, WorkerDied, WorkerSession, WorkerTimedOut
+
+__all__ = ["Submission", "CallInfo", "module_spec", "loader_spec", "criterion_spec", "sgd_spec", "describe_call"]
+
+
+@dataclass
+class CallInfo:
+    """What the last call did besides returning: in-place updates and its duration."""
+
+    inplace: dict[int, dict[str, bool]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class Submission:
+    """A submission loaded in a sandbox, with its functions callable from the trusted side.
+
+    Args:
+        root: the submission folder (already unpacked).
+        call_timeout: default wall-clock limit of one call, seconds.
+        budget: wall-clock seconds all calls of this submission may take together.
+        isolation: ``auto`` (bubblewrap if it works), ``bwrap`` or ``rlimit``.
+    """
+
+    def __init__(self, root: Path, *, call_timeout: float = 20.0, load_timeout: float = 60.0,
+                 budget: float = 600.0, limits: Limits | None = None, isolation: str = "auto",
+                 slot: int = 0, max_result_bytes: int = 64 << 20, max_strikes: int = 2, threads: int = 1):
+        self.root = Path(root)
+        self.discovery: Discovery = discover(self.root)
+        self.isolation: Isolation = detect_isolation(isolation)
+        self.call_timeout, self.budget, self.max_strikes = call_timeout, budget, max_strikes
+        self.session = WorkerSession(self.discovery, self.isolation, limits or Limits(),
+                                     load_timeout=load_timeout, max_result_bytes=max_result_bytes,
+                                     slot=slot, threads=threads)
+        self.spent = 0.0
+        self.strikes: dict[str, int] = {}
+        self.load_failed: str | None = None
+        self.last = CallInfo()
+        self.calls = 0
+        self._started = False
+
+    # -------------------------------------------------------------- lifecycle
+
+    def _ensure(self) -> None:
+        if self.load_failed:
+            raise StudentCrash(f"your submission could not be loaded: {self.load_failed}")
+        if self._started and self.session.alive:
+            return
+        started = time.monotonic()
+        report = self.session.start() if not self._started else self.session.restart()
+        self._started = True
+        self.spent += time.monotonic() - started
+        if report.error:
+            self.load_failed = report.error
+            raise StudentCrash(f"your submission could not be loaded: {report.error}")
+
+    @property
+    def load_report(self) -> LoadReport | None:
+        return self.session.load_report
+
+    def start(self) -> LoadReport:
+        """Start the worker now (tests start it lazily on the first call)."""
+        try:
+            self._ensure()
+        except StudentError:
+            pass
+        assert self.session.load_report is not None
+        return self.session.load_report
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> Submission:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- names
+
+    def has(self, name: str) -> bool:
+        return name.split(".")[0] in self.discovery.found
+
+    def where(self, name: str) -> str:
+        loc = self.discovery.found.get(name.split(".")[0])
+        return str(loc) if loc else "not found"
+
+    def target(self, name: str) -> str:
+        base = name.split(".")[0]
+        loc = self.discovery.found.get(base)
+        if loc is None:
+            files = ", ".join(self.discovery.files) or "no .py or .ipynb files"
+            raise MissingDefinition(f"`{base}` is not defined in your submission (looked in: {files})",
+                                    function=name)
+        return f"{loc.file}:{name}"
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self.call(name, *args, **kwargs)
+
+    # -------------------------------------------------------------- calls
+
+    def call(self, name: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call the student's ``name(*args, **kwargs)`` in the sandbox (see the module doc)."""
+        target = self.target(name)
+        call_text = describe_call(name, args, kwargs)
+        enc = ch.Encoder()
+        request = {"op": "call", "target": target, "seed": _seed(call_text),
+                   "args": enc.encode([_to_wire(a) for a in args]),
+                   "kwargs": enc.encode({k: _to_wire(v) for k, v in kwargs.items()})}
+        body = self._send(request, enc.blobs, name, call_text, timeout)
+        # Mutated arguments come back: write them into the caller's objects.
+        for original, after in zip(args, body["args"], strict=True):
+            _write_back(original, after, name)
+        for key, after in body["kwargs"].items():
+            _write_back(kwargs[key], after, name)
+        self.last = CallInfo({int(k): v for k, v in body["inplace"].items()}, float(body["seconds"]))
+        return body["value"]
+
+    def probe(self, probe: str, name: str, timeout: float | None = None, **kwargs: Any) -> dict:
+        """Run a named worker probe that exercises the student's ``name`` (e.g. ``ste``)."""
+        target = self.target(name)
+        call_text = describe_call(f"{probe}:{name}", (), kwargs)
+        enc = ch.Encoder()
+        wire = {k: _to_wire(v) for k, v in kwargs.items()}
+        request = {"op": "probe", "name": probe, "seed": _seed(call_text),
+                   "kwargs": enc.encode({"target": target, **wire})}
+        return self._send(request, enc.blobs, name, call_text, timeout)
+
+    def _send(self, request: dict, blobs: list[bytes], name: str, call_text: str, timeout: float | None) -> dict:
+        if self.spent >= self.budget:
+            raise BudgetExhausted(f"not run: the submission used up its {self.budget:g} s time budget",
+                                  function=name, call=call_text)
+        if self.strikes.get(name, 0) >= self.max_strikes:
+            raise BudgetExhausted(f"not run: earlier calls of {name} timed out {self.strikes[name]} times",
+                                  function=name, call=call_text)
+        self._ensure()
+        limit = min(timeout or self.call_timeout, max(self.budget - self.spent, 1.0))
+        started = time.monotonic()
+        self.calls += 1
+        try:
+            reply, reply_blobs = self.session.request(request, blobs, timeout=limit)
+        except WorkerTimedOut as exc:
+            self.strikes[name] = self.strikes.get(name, 0) + 1
+            raise StudentTimeout(f"did not finish within {exc.seconds:g} s (an endless loop?)",
+                                 function=name, call=call_text) from None
+        except WorkerDied as exc:
+            raise StudentCrash(f"the worker running your code {exc.how}", function=name, call=call_text,
+                               traceback=_tail(exc.output)) from None
+        finally:
+            self.spent += time.monotonic() - started
+        if reply.get("ok"):
+            try:
+                body = ch.decode(reply.get("body"), reply_blobs)
+            except ch.ChannelError as exc:
+                raise BadReturn(f"returned data the grader cannot read ({exc})", function=name,
+                                call=call_text) from None
+            if not isinstance(body, dict):
+                raise BadReturn("the worker's reply is malformed", function=name, call=call_text)
+            return body
+        err = reply.get("error")
+        if not isinstance(err, dict) or not all(isinstance(err.get(k), str) for k in ("kind", "message")):
+            raise BadReturn("the worker's reply is malformed", function=name, call=call_text)
+        kind, message, tb = err["kind"], err["message"], err.get("traceback", "")
+        cls = {"exception": StudentException, "missing": MissingDefinition, "return": BadReturn,
+               "signature": SignatureMismatch}.get(kind)
+        if cls is None:
+            raise GraderError(f"worker reported a grader fault for {call_text}: {message}")
+        raise cls(message, function=name, traceback=tb, call=call_text)
+
+
+# ----------------------------------------------------------------------------- wire conversion
+
+
+def module_spec(module: nn.Module, fp: str = "float") -> ch.Spec:
+    """Describe a module so the worker can rebuild it: type, constructor arguments, state."""
+    return ch.Spec("$module", _module_body(module, fp))
+
+
+def _module_body(module: nn.Module, fp: str) -> dict:
+    kind = type(module).__name__
+    body: dict[str, Any] = {"type": kind, "training": module.training}
+    if kind == "ResNetCIFAR":
+        nbits = _first_attr(module, "Nbits")
+        sym = bool(_first_attr(module, "symmetric") or False)
+        body.update(init={"num_layers": module.num_layers, "Nbits": nbits, "symmetric": sym}, fp=fp)
+    elif isinstance(module, nn.Conv2d):
+        body["init"] = {"in_channels": module.in_channels, "out_channels": module.out_channels,
+                        "kernel_size": list(module.kernel_size), "stride": list(module.stride),
+                        "padding": list(module.padding), "bias": module.bias is not None}
+    elif isinstance(module, nn.Linear):
+        body["init"] = {"in_features": module.in_features, "out_features": module.out_features,
+                        "bias": module.bias is not None}
+    elif isinstance(module, nn.BatchNorm2d):
+        body["init"] = {"num_features": module.num_features}
+    elif isinstance(module, nn.AdaptiveAvgPool2d):
+        body["init"] = {"output_size": module.output_size}
+    elif isinstance(module, nn.ReLU | nn.Flatten | nn.Identity):
+        body["init"] = {}
+    elif isinstance(module, nn.Sequential | nn.ModuleDict):
+        body["children"] = [[name, _module_body(child, fp)] for name, child in module.named_children()]
+        body["type"] = "Sequential" if isinstance(module, nn.Sequential) else "ModuleDict"
+        body["state"] = dict(module.state_dict())
+        return body
+    else:
+        raise GraderError(f"module_spec: cannot describe a {kind} for the worker")
+    body["state"] = dict(module.state_dict())
+    return body
+
+
+def _first_attr(module: nn.Module, attr: str) -> Any:
+    for m in module.modules():
+        if hasattr(m, attr) and m is not module:
+            return getattr(m, attr)
+    return None
+
+
+def loader_spec(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> ch.Spec:
+    """A ``DataLoader`` over ``(x, y)`` in order (no shuffling, no worker processes)."""
+    return ch.Spec("$loader", {"x": x, "y": y, "batch_size": batch_size})
+
+
+def criterion_spec() -> ch.Spec:
+    return ch.Spec("$criterion", {"type": "CrossEntropyLoss"})
+
+
+def sgd_spec(params_of_arg: int, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> ch.Spec:
+    """An SGD optimizer over the parameters of positional argument ``params_of_arg``."""
+    return ch.Spec("$optimizer", {"type": "SGD", "params_of_arg": params_of_arg, "lr": lr,
+                                  "momentum": momentum, "weight_decay": weight_decay})
+
+
+def _to_wire(value: Any) -> Any:
+    if isinstance(value, nn.Module):
+        return module_spec(value)
+    if isinstance(value, torch.nn.Parameter):
+        return value.detach()
+    return value
+
+
+def _write_back(original: Any, after: Any, name: str) -> None:
+    """Give ``original`` the state the worker reports after the call."""
+    if after is None:
+        return
+    if isinstance(original, nn.Module):
+        if not isinstance(after, dict) or "state" not in after:
+            raise BadReturn("the module argument came back unreadable", function=name)
+        try:
+            # strict: a student who renames or drops a parameter is told, not silently ignored
+            with torch.no_grad():
+                for key, value in after["state"].items():
+                    target = original.state_dict()[key]
+                    if target.shape != value.shape:
+                        raise BadReturn(f"changed the shape of {key} from {tuple(target.shape)} to "
+                                        f"{tuple(value.shape)}", function=name)
+                    target.copy_(value.to(target.dtype))
+        except KeyError as exc:
+            raise BadReturn(f"the module came back with an unexpected entry {exc}", function=name) from None
+    elif isinstance(original, torch.Tensor) and isinstance(after, torch.Tensor):
+        if original.shape == after.shape:
+            with torch.no_grad():
+                original.copy_(after.to(original.dtype))
+    elif isinstance(original, np.ndarray) and isinstance(after, np.ndarray):
+        if original.shape == after.shape and original.flags.writeable:
+            original[...] = after
+
+
+def describe_call(name: str, args: tuple, kwargs: dict, limit: int = 300) -> str:
+    """``name(arg, ..., key=value)`` with each argument summarised, for feedback."""
+    parts = [_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()]
+    text = f"{name}({', '.join(parts)})"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        if value.numel() <= 8:
+            return f"tensor({np.round(value.detach().cpu().numpy(), 4).tolist()})"
+        return f"tensor(shape={tuple(value.shape)}, dtype={str(value.dtype).removeprefix('torch.')})"
+    if isinstance(value, np.ndarray):
+        if value.size <= 8:
+            return f"array({np.round(value, 4).tolist()})"
+        return f"array(shape={value.shape}, dtype={value.dtype})"
+    if isinstance(value, nn.Module):
+        return _module_name(value)
+    if isinstance(value, ch.Spec):
+        return {"$loader": "<trainloader>", "$criterion": "nn.CrossEntropyLoss()",
+                "$optimizer": "<SGD optimizer>", "$module": "<module>"}[value.tag]
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _module_name(module: nn.Module) -> str:
+    if isinstance(module, nn.Conv2d):
+        return (f"nn.Conv2d({module.in_channels}, {module.out_channels}, kernel_size={module.kernel_size[0]}, "
+                f"bias={module.bias is not None})")
+    if isinstance(module, nn.Linear):
+        return f"nn.Linear({module.in_features}, {module.out_features}, bias={module.bias is not None})"
+    return f"{type(module).__name__}(...)"
+
+
+def _seed(text: str) -> int:
+    """A per-call seed derived from the call itself: the same call gets the same randomness."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    parts = text.strip().splitlines()
+    return "\n".join(parts[-lines:]) if parts else ""

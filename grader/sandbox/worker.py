@@ -1,0 +1,463 @@
+"""The sandboxed worker: loads one submission's definitions and runs the calls the grader asks for.
+
+Runs *inside* the sandbox, as an unprivileged user, with the submission, the given files and a
+scratch folder in view -- never the grader's tests, the reference or the results. It reads
+requests from fd ``--fd-in`` and writes replies to fd ``--fd-out`` (see ``channel.py``); the
+student's own stdout/stderr go to fds 1/2, which the grader drains and caps.
+
+Requests (``op``):
+    ``load``   units = [{"unit", "module", "cells": [{"label", "source"}]}]: execute each unit's
+               (already filtered) definitions as a module registered under ``module``; reply with
+               each unit's status and top-level names.
+    ``call``   target "unit:qual.name", args, kwargs, seed: run the student's callable; reply
+               with the return value, the new state of module/tensor/array arguments and whether
+               each module parameter was updated in place.
+    ``probe``  a named harness routine (autograd round trip of ``STE``, a quantized model's
+               accuracy, ...) that needs student code in the loop.
+    ``ping``   liveness.
+
+Imports: the standard library, NumPy, torch, and ``channel`` (copied next to this file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import inspect
+import io
+import linecache
+import os
+import random
+import sys
+import time
+import traceback
+import types
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
+
+import channel as ch  # noqa: E402
+import numpy as np  # noqa: E402
+
+GIVEN_DIR = os.environ.get("HW4_GIVEN_DIR", "")
+SUBMISSION_DIR = os.environ.get("HW4_SUBMISSION_DIR", "")
+STUDENT_FILES_PREFIX = "<student>"  # filenames of compiled student cells start with this
+
+UNITS: dict[str, types.ModuleType] = {}
+_GIVEN: dict[str, types.ModuleType] = {}
+
+
+class Reply(Exception):
+    """An error reply with a kind the grader understands."""
+
+    def __init__(self, kind: str, message: str, tb: str = ""):
+        super().__init__(message)
+        self.kind, self.message, self.tb = kind, message, tb
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def op_load(req: dict) -> dict:
+    results = []
+    for unit in req["units"]:
+        name, modname = unit["unit"], unit["module"]
+        module = types.ModuleType(modname)
+        module.__file__ = os.path.join(SUBMISSION_DIR, name)
+        sys.modules[modname] = module
+        status = {"unit": name, "ok": True, "cells": []}
+        for cell in unit["cells"]:
+            filename = f"{STUDENT_FILES_PREFIX}{name}, {cell['label']}"
+            source = cell["source"]
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            try:
+                statements = ast.parse(source, filename).body
+            except SyntaxError as exc:
+                status["ok"] = False
+                status["cells"].append({"label": cell["label"], "error": _student_error(exc)})
+                continue
+            # One statement at a time: a failing import must not take the definitions after it.
+            for stmt in statements:
+                try:
+                    code = compile(ast.Module(body=[stmt], type_ignores=[]), filename, "exec",
+                                   dont_inherit=True)
+                    exec(code, module.__dict__)  # the student's definitions, inside the sandbox
+                except BaseException as exc:  # noqa: BLE001 - a student cell may raise anything
+                    if isinstance(exc, KeyboardInterrupt):
+                        raise
+                    status["ok"] = False
+                    status["cells"].append({"label": cell["label"], "line": stmt.lineno,
+                                            "error": _student_error(exc)})
+        status["names"] = sorted(k for k in module.__dict__ if not k.startswith("__"))
+        UNITS[name] = module
+        results.append(status)
+    return {"units": results}
+
+
+# ----------------------------------------------------------------------------- calls
+
+
+def op_call(req: dict, blobs: list[bytes]) -> dict:
+    fn = _resolve(req["target"])
+    args = ch.decode(req["args"], blobs, specs=True)
+    kwargs = ch.decode(req["kwargs"], blobs, specs=True)
+    builder = _Builder()
+    args = [builder.build(a, args_so_far=None) for a in args]
+    builder.args = args
+    args = [builder.build_late(a) for a in args]
+    kwargs = {k: builder.build_late(builder.build(v, None)) for k, v in kwargs.items()}
+    before = {i: _param_ids(a) for i, a in enumerate(args)}
+    _seed(req.get("seed", 0))
+    started = time.perf_counter()
+    try:
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise Reply("exception", f"{type(exc).__name__}: {exc}", _student_traceback(exc)) from None
+    seconds = time.perf_counter() - started
+    inplace = {str(i): _inplace(before[i], a) for i, a in enumerate(args) if before[i] is not None}
+    return {
+        "value": result,
+        "args": [_after(a) for a in args],
+        "kwargs": {k: _after(v) for k, v in kwargs.items()},
+        "inplace": inplace,
+        "seconds": seconds,
+    }
+
+
+def _resolve(target: str):
+    unit, _, qual = target.partition(":")
+    if unit not in UNITS:
+        raise Reply("missing", f"{unit} was not loaded")
+    obj = UNITS[unit]
+    for part in qual.split("."):
+        if not hasattr(obj, part):
+            raise Reply("missing", f"{qual} is not defined in {unit}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _after(value):
+    """What goes back for an argument after the call: its new state, or nothing."""
+    import torch
+
+    if isinstance(value, torch.nn.Module | torch.Tensor | np.ndarray):
+        return value
+    if isinstance(value, list) and all(isinstance(v, np.ndarray | torch.Tensor) for v in value):
+        return value
+    return None
+
+
+def _param_ids(value):
+    import torch
+
+    if isinstance(value, torch.nn.Module):
+        return {n: (id(p), p.data_ptr()) for n, p in value.named_parameters()}
+    return None
+
+
+def _inplace(before: dict, module) -> dict:
+    """Per parameter: is it the same Parameter object on the same storage as before the call?"""
+    now = dict(module.named_parameters())
+    return {
+        name: bool(name in now and id(now[name]) == obj_id and now[name].data_ptr() == ptr)
+        for name, (obj_id, ptr) in before.items()
+    }
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- building inputs
+
+
+class _Builder:
+    """Turns input specs into live objects: modules, data loaders, losses, optimizers."""
+
+    def __init__(self) -> None:
+        self.args: list = []
+
+    def build(self, value, args_so_far):
+        if isinstance(value, ch.Spec):
+            if value.tag == "$module":
+                return build_module(value.body)
+            if value.tag == "$loader":
+                return build_loader(value.body)
+            if value.tag == "$criterion":
+                return build_criterion(value.body)
+            return value  # optimizers need the other arguments: built in build_late
+        if isinstance(value, list):
+            return [self.build(v, args_so_far) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self.build(v, args_so_far) for v in value)
+        return value
+
+    def build_late(self, value):
+        if isinstance(value, ch.Spec) and value.tag == "$optimizer":
+            return build_optimizer(value.body, self.args)
+        return value
+
+
+def build_module(spec: dict):
+    import torch.nn as nn
+
+    kind, init, state = spec["type"], spec.get("init", {}), spec.get("state")
+    if kind == "ResNetCIFAR":
+        module = given_resnet(spec.get("fp", "float")).ResNetCIFAR(**init)
+    elif kind in ("Sequential", "ModuleDict"):
+        children = {name: build_module(child) for name, child in spec["children"]}
+        module = nn.Sequential(dict(children)) if kind == "Sequential" else nn.ModuleDict(children)
+    elif kind in _LAYERS:
+        module = getattr(nn, kind)(**init)
+    else:
+        raise Reply("grader", f"unknown module spec {kind!r}")
+    if state is not None:
+        module.load_state_dict(state, strict=True)
+    module.train(spec.get("training", True))
+    return module
+
+
+_LAYERS = {"Conv2d", "Linear", "BatchNorm2d", "ReLU", "Flatten", "AdaptiveAvgPool2d", "Identity"}
+
+
+def build_loader(spec: dict):
+    import torch
+
+    dataset = torch.utils.data.TensorDataset(spec["x"], spec["y"])
+    return torch.utils.data.DataLoader(dataset, batch_size=int(spec["batch_size"]), shuffle=False,
+                                       num_workers=0)
+
+
+def build_criterion(spec: dict):
+    import torch.nn as nn
+
+    if spec.get("type") != "CrossEntropyLoss":
+        raise Reply("grader", f"unknown criterion spec {spec!r}")
+    return nn.CrossEntropyLoss()
+
+
+def build_optimizer(spec: dict, args: list):
+    import torch
+
+    params = args[int(spec["params_of_arg"])].parameters()
+    if spec["type"] != "SGD":
+        raise Reply("grader", f"unknown optimizer spec {spec!r}")
+    return torch.optim.SGD(params, lr=spec["lr"], momentum=spec.get("momentum", 0.0),
+                           weight_decay=spec.get("weight_decay", 0.0))
+
+
+def given_resnet(fp: str) -> types.ModuleType:
+    """The trusted ``resnet20`` built on FP layers: ``float`` (the template's, full precision
+    only) or ``student`` (the submission's ``FP_layers``)."""
+    key = f"resnet20:{fp}"
+    if key not in _GIVEN:
+        if fp == "float":
+            fp_module = _load_file("_hw4_fp_float", os.path.join(GIVEN_DIR, "fp_layers_float.py"))
+        else:
+            fp_module = _student_fp_layers()
+        saved = sys.modules.get("FP_layers")
+        sys.modules["FP_layers"] = fp_module
+        try:
+            _GIVEN[key] = _load_file(f"_hw4_resnet20_{fp}", os.path.join(GIVEN_DIR, "resnet20.py"))
+        finally:
+            if saved is None:
+                sys.modules.pop("FP_layers", None)
+            else:
+                sys.modules["FP_layers"] = saved
+    return _GIVEN[key]
+
+
+def _student_fp_layers() -> types.ModuleType:
+    """The unit that defines STE/FP_Conv/FP_Linear (FP_layers.py, or a notebook defining STE)."""
+    for unit in UNITS.values():
+        if all(hasattr(unit, n) for n in ("STE", "FP_Conv", "FP_Linear")):
+            return unit
+    for unit in UNITS.values():
+        if hasattr(unit, "STE"):
+            # A notebook that redefines only STE inline: the given wrappers around the student's STE.
+            module = _load_file("_hw4_fp_wrap", os.path.join(GIVEN_DIR, "fp_layers_float.py"))
+            module.STE = unit.STE
+            return module
+    raise Reply("missing", "STE is not defined in your submission")
+
+
+def _load_file(name: str, path: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- probes
+
+
+def op_probe(req: dict, blobs: list[bytes]) -> dict:
+    kwargs = ch.decode(req["kwargs"], blobs, specs=True)
+    probe = PROBES.get(req["name"])
+    if probe is None:
+        raise Reply("grader", f"unknown probe {req['name']!r}")
+    _seed(req.get("seed", 0))
+    try:
+        return probe(**kwargs)
+    except Reply:
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise Reply("exception", f"{type(exc).__name__}: {exc}", _student_traceback(exc)) from None
+
+
+def probe_ste(target: str, w, bit, symmetric: bool | None, grad):
+    """Forward ``STE.apply`` with autograd, backward ``grad``; also call ``STE.backward`` raw.
+
+    ``symmetric=None`` calls ``STE.apply(w, bit)`` (the older two-argument form).
+    """
+    import torch
+
+    ste = _resolve(target)
+    params = _forward_params(ste)
+    if symmetric is not None and "symmetric" not in params and len(params) < 3:
+        if symmetric:
+            raise Reply("signature", "STE.forward(ctx, w, bit) has no `symmetric` parameter: "
+                                     "symmetric quantization (Lab 3 (e)) is not implemented")
+        symmetric = None
+    leaf = w.detach().clone().requires_grad_(True)
+    out = ste.apply(leaf, bit) if symmetric is None else ste.apply(leaf, bit, symmetric)
+    if not isinstance(out, torch.Tensor):
+        raise Reply("exception", f"STE.apply returned {type(out).__name__}, not a tensor")
+    forward = out.detach().clone()
+    w_grad = None
+    if grad is not None and out.requires_grad:
+        out.backward(grad)
+        w_grad = None if leaf.grad is None else leaf.grad.detach().clone()
+    raw = None
+    if grad is not None:
+        raw = ste.backward(None, grad.clone())
+        raw = list(raw) if isinstance(raw, tuple | list) else [raw]
+        raw = [r if r is None or isinstance(r, torch.Tensor) else repr(r) for r in raw]
+    return {"forward": forward, "grad": w_grad, "backward": raw, "inputs": len(params)}
+
+
+def _forward_params(ste) -> list[str]:
+    try:
+        return list(inspect.signature(ste.forward).parameters)[1:]  # drop ctx
+    except (TypeError, ValueError):
+        return ["w", "bit", "symmetric"]
+
+
+def probe_accuracy(fp: str, init: dict, state: dict, x, y, batch_size: int = 250):
+    """Accuracy of the trusted ResNet-20 (``fp`` FP layers) with ``state`` on (x, y)."""
+    import torch
+
+    net = given_resnet(fp).ResNetCIFAR(**init)
+    net.load_state_dict(state, strict=True)
+    net.eval()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            pred = net(x[start:start + batch_size]).argmax(1)
+            correct += int((pred == y[start:start + batch_size]).sum())
+    return {"accuracy": correct / max(len(x), 1)}
+
+
+PROBES = {"ste": probe_ste, "accuracy": probe_accuracy}
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def _student_error(exc: BaseException) -> dict:
+    return {"type": type(exc).__name__, "message": _safe_str(exc), "traceback": _student_traceback(exc)}
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)[:2000]
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        return "<unprintable>"
+
+
+def _student_traceback(exc: BaseException) -> str:
+    """The traceback trimmed to the student's own frames (and the frame that raised)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    keep = [f for f in frames if _is_student(f.filename)]
+    if frames and frames[-1] not in keep:
+        keep.append(frames[-1])
+    lines = ["Traceback (your code):"]
+    for f in keep:
+        lines.append(f'  File "{f.filename.removeprefix(STUDENT_FILES_PREFIX)}", line {f.lineno}, in {f.name}')
+        if f.line:
+            lines.append(f"    {f.line.strip()}")
+    lines.append(f"{type(exc).__name__}: {_safe_str(exc)}")
+    return "\n".join(lines)
+
+
+def _is_student(filename: str) -> bool:
+    return filename.startswith(STUDENT_FILES_PREFIX) or (
+        bool(SUBMISSION_DIR) and os.path.abspath(filename).startswith(SUBMISSION_DIR + os.sep)
+    )
+
+
+# ----------------------------------------------------------------------------- main loop
+
+
+def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
+    reader = io.open(fd_in, "rb", buffering=0)
+    writer = io.open(fd_out, "wb", buffering=0)
+    while True:
+        try:
+            req, blobs = ch.read_frame(reader, max_bytes)
+        except EOFError:
+            return
+        op = req.get("op")
+        try:
+            if op == "ping":
+                body = {"pid": os.getpid(), "uid": os.getuid()}
+            elif op == "load":
+                body = op_load(req)
+            elif op == "call":
+                body = op_call(req, blobs)
+            elif op == "probe":
+                body = op_probe(req, blobs)
+            else:
+                raise Reply("grader", f"unknown op {op!r}")
+            enc = ch.Encoder()
+            try:
+                header = {"ok": True, "id": req.get("id"), "body": enc.encode(body)}
+            except ch.Unsupported as exc:
+                raise Reply("return", f"the return value cannot be graded: {exc} "
+                                      "(return numbers, lists, numpy arrays or tensors)") from None
+            out_blobs = enc.blobs
+        except Reply as r:
+            header, out_blobs = {"ok": False, "id": req.get("id"),
+                                 "error": {"kind": r.kind, "message": r.message, "traceback": r.tb}}, []
+        sys.stdout.flush()
+        sys.stderr.flush()
+        ch.write_frame(writer, header, out_blobs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fd-in", type=int, required=True)
+    parser.add_argument("--fd-out", type=int, required=True)
+    parser.add_argument("--max-bytes", type=int, default=64 << 20)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    for path in (SUBMISSION_DIR, GIVEN_DIR):
+        if path and path not in sys.path:
+            sys.path.insert(0, path)  # given first: resnet20/train_util are always ours
+    import torch
+
+    torch.set_num_threads(max(args.threads, 1))
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    serve(args.fd_in, args.fd_out, args.max_bytes)
+
+
+if __name__ == "__main__":
+    main()

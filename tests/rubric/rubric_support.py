@@ -1,0 +1,71 @@
+"""Helpers for the rubric tests: reading student return values and comparing with messages.
+
+A student's return value is checked for type and shape *before* it is compared, so a wrong
+return reads as the student's fault ("returned a list of 3 numbers, expected 5"), never as a
+grader crash.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from grader.errors import BadReturn
+
+__all__ = ["as_vector", "as_trajectory", "as_tensor", "fmt", "assert_close"]
+
+
+def fmt(a, digits: int = 6) -> str:
+    """A short, readable rendering of a number or array for feedback."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy()
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 0:
+        return f"{float(a):.{digits}g}"
+    flat = np.round(a.ravel(), digits).tolist()
+    text = "[" + ", ".join(f"{v:.{digits}g}" for v in flat[:12]) + (", ..." if len(flat) > 12 else "") + "]"
+    return text if a.ndim == 1 else f"{text} (shape {tuple(a.shape)})"
+
+
+def as_vector(value, n: int, what: str) -> np.ndarray:
+    """A float vector of length ``n`` from a student return: shape (n,), (n, 1) or (1, n)."""
+    try:
+        arr = np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value, dtype=float)
+    except (TypeError, ValueError):
+        raise BadReturn(f"{what} returned {type(value).__name__}, expected an array of {n} numbers") from None
+    if arr.size != n or (arr.ndim == 2 and 1 not in arr.shape) or arr.ndim > 2:
+        raise BadReturn(f"{what} returned shape {arr.shape}, expected ({n},) or ({n}, 1)")
+    return arr.reshape(n)
+
+
+def as_trajectory(value, steps: int, n: int, what: str) -> np.ndarray:
+    """A (steps + 1, n) trajectory; (steps + 1, n, 1) columns are accepted too."""
+    try:
+        arr = np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value, dtype=float)
+    except (TypeError, ValueError):
+        raise BadReturn(f"{what} returned {type(value).__name__}, expected an array of shape ({steps + 1}, {n})") from None
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.shape != (steps + 1, n):
+        hint = " (include W0 as the first row)" if arr.shape == (steps, n) else ""
+        raise BadReturn(f"{what} returned shape {arr.shape}, expected ({steps + 1}, {n}){hint}")
+    return arr
+
+
+def as_tensor(value, shape, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise BadReturn(f"{what} returned {type(value).__name__}, expected a tensor")
+    if tuple(value.shape) != tuple(shape):
+        raise BadReturn(f"{what} returned shape {tuple(value.shape)}, expected {tuple(shape)}")
+    return value
+
+
+def assert_close(got, expected, *, rtol: float, atol: float, what: str) -> None:
+    got, expected = np.asarray(got, dtype=float), np.asarray(expected, dtype=float)
+    if not np.allclose(got, expected, rtol=rtol, atol=atol, equal_nan=False):
+        diff = np.abs(got - expected)
+        worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
+        raise AssertionError(
+            f"{what}: expected {fmt(expected)}, got {fmt(got)}"
+            + (f" (largest difference {float(diff[worst]):.3g} at index {tuple(int(i) for i in worst)})" if worst else "")
+        )
