@@ -121,29 +121,46 @@ def render(mode: str, cfg: Config | None = None) -> Rendering:
 
 
 def write(cfg: Config | None = None) -> list[Path]:
-    """Regenerate ``student_template/`` and the solution sample; return the files written."""
+    """Regenerate ``student_template/`` and the solution sample; return the files written.
+
+    A notebook whose sources are unchanged is left as it is (it may hold a run's outputs).
+    """
     written = []
     for mode, root in (("template", TEMPLATE_DIR), ("solution", SOLUTION_DIR)):
         for rel, text in render(mode, cfg).files.items():
             path = root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists() or path.read_text() != text:
+            if not path.exists() or _comparable(rel, path.read_text()) != _comparable(rel, text):
                 path.write_text(text)
                 written.append(path)
     return written
 
 
 def check(cfg: Config | None = None) -> list[str]:
-    """Differences between the committed files and a fresh rendering (empty: up to date)."""
+    """Differences between the committed files and a fresh rendering (empty: up to date).
+
+    Notebooks are compared cell by cell on their sources only: the solution sample's notebooks
+    may carry the outputs of a real run (a hand-in does), which a rendering cannot reproduce.
+    """
     problems = []
     for mode, root in (("template", TEMPLATE_DIR), ("solution", SOLUTION_DIR)):
         for rel, text in render(mode, cfg).files.items():
             path = root / rel
             if not path.exists():
                 problems.append(f"{path.relative_to(REPO_ROOT)}: missing")
-            elif path.read_text() != text:
+            elif _comparable(rel, path.read_text()) != _comparable(rel, text):
                 problems.append(f"{path.relative_to(REPO_ROOT)}: out of date with reference/")
     return problems
+
+
+def _comparable(rel: str, text: str) -> object:
+    if not rel.endswith(".ipynb"):
+        return text
+    try:
+        nb = json.loads(text)
+    except ValueError:
+        return text
+    return [(c.get("cell_type"), "".join(c.get("source", ""))) for c in nb.get("cells", [])]
 
 
 # ----------------------------------------------------------------------------- source processing

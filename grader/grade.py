@@ -91,3 +91,34 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
     if os.environ.get("HW4_DEBUG_PYTEST"):
         print(log.getvalue())
     return result
+
+
+def _main() -> int:
+    """Developer entry point: ``python -m grader.grade DIR [--no-notebooks] [--public]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="grade one submission folder and print every case")
+    parser.add_argument("path", type=Path)
+    parser.add_argument("--no-notebooks", action="store_true")
+    parser.add_argument("--public", action="store_true")
+    parser.add_argument("--isolation", default="auto", choices=("auto", "bwrap", "rlimit"))
+    parser.add_argument("-k", default=None, help="pytest -k expression (development only)")
+    args = parser.parse_args()
+    extra = ("-k", args.k) if args.k else ()
+    result = grade_submission(args.path, args.path.name, GradeOptions(
+        notebooks=not args.no_notebooks, public_only=args.public, isolation=args.isolation, pytest_args=extra))
+    for case in result.cases():
+        print(f"{case.item:7} {case.status:8} {case.score:6.3f}/{case.max_score:6.3f} {case.name}")
+        if case.message and not case.passed:
+            print("        " + case.message.replace("\n", "\n        ")[:1500])
+    for item in result.items.values():
+        print(f"{item.item:7} {item.score:6.3f}/{item.possible:6.3f}")
+    print(f"total {result.score:.3f}/{result.possible:.3f}  isolation={result.isolation}  "
+          f"time={result.execution_time:.1f}s  grader_error={result.grader_error}")
+    for w in result.warnings:
+        print("warning:", w)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

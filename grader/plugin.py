@@ -230,6 +230,15 @@ def submission(request: pytest.FixtureRequest, hw4_config):
 _SUBMISSION = pytest.StashKey[object]()
 
 
+@pytest.fixture(scope="session")
+def notebook_run(request: pytest.FixtureRequest, submission, hw4_config):
+    """The submission's notebooks executed in the sandbox (fast grading mode), run once per
+    session on first use: see ``grader.notebooks``."""
+    from grader.notebooks import run_for_session
+
+    return run_for_session(request.config, submission, hw4_config)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.getoption("--hw4-report", None)
     if not path:

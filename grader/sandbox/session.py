@@ -114,8 +114,8 @@ class WorkerSession:
     def _stage_files(self) -> None:
         (self.stage / "code").mkdir()
         (self.stage / "given").mkdir()
-        for name in ("worker.py", "channel.py"):
-            shutil.copyfile(HERE / name, self.stage / "code" / name)
+        for src in [HERE / "worker.py", HERE / "channel.py", *sorted(HERE.glob("probes_*.py"))]:
+            shutil.copyfile(src, self.stage / "code" / src.name)
         for name, src in GIVEN_SOURCES.items():
             shutil.copyfile(src, self.stage / "given" / name)
         self.copy_skipped = stage_submission(self.discovery.root, self.stage / "submission")
@@ -190,15 +190,16 @@ class WorkerSession:
         return units
 
     def _read_loop(self, reader, replies: queue.Queue) -> None:
-        while True:
-            try:
-                replies.put(("frame", ch.read_frame(reader, self.max_result_bytes)))
-            except EOFError:
-                replies.put(("eof", None))
-                return
-            except (ch.ChannelError, OSError, ValueError) as exc:
-                replies.put(("bad", str(exc)))
-                return
+        with reader:
+            while True:
+                try:
+                    replies.put(("frame", ch.read_frame(reader, self.max_result_bytes)))
+                except EOFError:
+                    replies.put(("eof", None))
+                    return
+                except (ch.ChannelError, OSError, ValueError) as exc:
+                    replies.put(("bad", str(exc)))
+                    return
 
     # -------------------------------------------------------------- requests
 

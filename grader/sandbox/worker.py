@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
-import inspect
 import io
 import linecache
 import os
@@ -313,60 +312,30 @@ def op_probe(req: dict, blobs: list[bytes]) -> dict:
         raise Reply("exception", f"{type(exc).__name__}: {exc}", _student_traceback(exc)) from None
 
 
-def probe_ste(target: str, w, bit, symmetric: bool | None, grad):
-    """Forward ``STE.apply`` with autograd, backward ``grad``; also call ``STE.backward`` raw.
-
-    ``symmetric=None`` calls ``STE.apply(w, bit)`` (the older two-argument form).
-    """
-    import torch
-
-    ste = _resolve(target)
-    params = _forward_params(ste)
-    if symmetric is not None and "symmetric" not in params and len(params) < 3:
-        if symmetric:
-            raise Reply("signature", "STE.forward(ctx, w, bit) has no `symmetric` parameter: "
-                                     "symmetric quantization (Lab 3 (e)) is not implemented")
-        symmetric = None
-    leaf = w.detach().clone().requires_grad_(True)
-    out = ste.apply(leaf, bit) if symmetric is None else ste.apply(leaf, bit, symmetric)
-    if not isinstance(out, torch.Tensor):
-        raise Reply("exception", f"STE.apply returned {type(out).__name__}, not a tensor")
-    forward = out.detach().clone()
-    w_grad = None
-    if grad is not None and out.requires_grad:
-        out.backward(grad)
-        w_grad = None if leaf.grad is None else leaf.grad.detach().clone()
-    raw = None
-    if grad is not None:
-        raw = ste.backward(None, grad.clone())
-        raw = list(raw) if isinstance(raw, tuple | list) else [raw]
-        raw = [r if r is None or isinstance(r, torch.Tensor) else repr(r) for r in raw]
-    return {"forward": forward, "grad": w_grad, "backward": raw, "inputs": len(params)}
+PROBES: dict = {}
 
 
-def _forward_params(ste) -> list[str]:
-    try:
-        return list(inspect.signature(ste.forward).parameters)[1:]  # drop ctx
-    except (TypeError, ValueError):
-        return ["w", "bit", "symmetric"]
+class ProbeAPI:
+    """What a probe module may use of the worker (probes_*.py call ``register(api)``)."""
+
+    Reply = Reply
+    resolve = staticmethod(lambda target: _resolve(target))
+    given_resnet = staticmethod(lambda fp: given_resnet(fp))
+    units = UNITS
+
+    @staticmethod
+    def add(name: str, fn) -> None:
+        PROBES[name] = fn
 
 
-def probe_accuracy(fp: str, init: dict, state: dict, x, y, batch_size: int = 250):
-    """Accuracy of the trusted ResNet-20 (``fp`` FP layers) with ``state`` on (x, y)."""
-    import torch
+def _load_probes() -> None:
+    """Import every ``probes_*.py`` next to this file and let it register its probes."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for fname in sorted(os.listdir(here)):
+        if fname.startswith("probes_") and fname.endswith(".py"):
+            module = _load_file(f"_hw4_{fname[:-3]}", os.path.join(here, fname))
+            module.register(ProbeAPI)
 
-    net = given_resnet(fp).ResNetCIFAR(**init)
-    net.load_state_dict(state, strict=True)
-    net.eval()
-    correct = 0
-    with torch.no_grad():
-        for start in range(0, len(x), batch_size):
-            pred = net(x[start:start + batch_size]).argmax(1)
-            correct += int((pred == y[start:start + batch_size]).sum())
-    return {"accuracy": correct / max(len(x), 1)}
-
-
-PROBES = {"ste": probe_ste, "accuracy": probe_accuracy}
 
 
 # ----------------------------------------------------------------------------- errors
@@ -456,6 +425,7 @@ def main() -> None:
 
     torch.set_num_threads(max(args.threads, 1))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    _load_probes()
     serve(args.fd_in, args.fd_out, args.max_bytes)
 
 
