@@ -103,10 +103,13 @@ def _main() -> int:
     parser.add_argument("--public", action="store_true")
     parser.add_argument("--isolation", default="auto", choices=("auto", "bwrap", "rlimit"))
     parser.add_argument("-k", default=None, help="pytest -k expression (development only)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result as JSON here")
     args = parser.parse_args()
     extra = ("-k", args.k) if args.k else ()
     result = grade_submission(args.path, args.path.name, GradeOptions(
         notebooks=not args.no_notebooks, public_only=args.public, isolation=args.isolation, pytest_args=extra))
+    if args.json:
+        args.json.write_text(result.to_json())
     for case in result.cases():
         print(f"{case.item:7} {case.status:8} {case.score:6.3f}/{case.max_score:6.3f} {case.name}")
         if case.message and not case.passed:

@@ -1,0 +1,60 @@
+"""Fixtures shared by the project's own tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SUBMISSIONS = ROOT / "fixtures" / "submissions"
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def correct_sample() -> Path:
+    return SUBMISSIONS / "correct" / "reference"
+
+
+@pytest.fixture(scope="session")
+def template_sample() -> Path:
+    return SUBMISSIONS / "partial" / "untouched_template"
+
+
+@pytest.fixture
+def submission_copy(tmp_path):
+    """``submission_copy(src)``: a writable copy of a sample folder under tmp_path."""
+
+    def copy(src: Path, name: str | None = None) -> Path:
+        dest = tmp_path / (name or src.name)
+        shutil.copytree(src, dest)
+        return dest
+
+    return copy
+
+
+def grade(path: Path, *, notebooks: bool = False, public: bool = False, isolation: str = "auto"):
+    """Grade one folder with ``python -m grader.grade`` in a child process (a grading run is a
+    pytest session of its own; it must not share this one's global state). Returns the
+    ``SubmissionResult``."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from grader.results import SubmissionResult
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "grader.grade", str(path), "--json", str(out), "--isolation", isolation]
+        cmd += [] if notebooks else ["--no-notebooks"]
+        cmd += ["--public"] if public else []
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800, check=False)
+        if proc.returncode != 0 or not out.exists():
+            raise AssertionError(f"grading {path} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return SubmissionResult.from_dict(json.loads(out.read_text()))
