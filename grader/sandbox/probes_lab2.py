@@ -1,0 +1,404 @@
+"""Worker probes for Lab 2: a pruning call on a layer the proxy cannot describe, and a dry run of
+a notebook cell (the iterative-pruning loop, the sparsity check) with stubs in place of training.
+
+Loaded by ``worker.py`` inside the sandbox (``register(api)``); see ``ProbeAPI`` there. Both probes
+return plain data only.
+
+``lab2_prune`` builds ``nn.Conv2d``/``nn.Linear`` layers here (so they can be float64, or hold a
+non-contiguous weight such as a ``channels_last`` convolution's, which a module spec sent through
+``load_state_dict`` would turn back into a contiguous float32 one), calls the student's pruning
+function on one layer or on a model of them, and reports whether each ``layer.weight`` is still
+the same ``Parameter`` afterwards (``layer.weight.data = ...`` keeps it; a new ``nn.Parameter``
+does not, and an optimizer built before the call would go on updating the old one).
+
+``lab2_cell`` executes one cell of the student's notebook in the notebook's own namespace with
+these names replaced for the duration of the run (and restored afterwards):
+
+* ``prune_by_percentage`` / ``global_prune_by_percentage``: recorders (they also prune by
+  magnitude, so code that reads the sparsity sees what a pruning function would leave);
+* ``finetune_after_prune``: records its ``prune`` flag, trains nothing;
+* ``test`` / ``train`` / ``finetune`` (train_util): no training, ``test`` returns a rising float;
+* ``net``: the trusted float ResNet-20 holding ``state``; ``optimizer``, ``trainloader``,
+  ``criterion`` and the training settings when the notebook does not define them;
+* ``torch.save`` records the path, ``torch.load`` returns a copy of ``state``.
+
+What the cell prints is captured. An exception in the cell is returned with the events recorded
+before it; a cell that never ends is stopped by the call's wall-clock timeout.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import inspect
+import io
+import linecache
+import math
+import re
+import traceback
+import types
+
+api = None
+
+STUDENT_PREFIX = "<student>"  # the worker's prefix for filenames of student code
+MAX_EVENTS = 5000  # a 20-epoch loop over 20 layers records about 420: far more is a runaway loop
+MAX_STDOUT = 200_000
+_MAGIC = re.compile(r"^\s*[%!]")
+_STUBBED_FUNCTIONS = ("prune_by_percentage", "global_prune_by_percentage", "finetune_after_prune",
+                      "test", "train", "finetune")
+
+
+def register(worker_api) -> None:
+    global api
+    api = worker_api
+    api.add("lab2_prune", probe_prune)
+    api.add("lab2_cell", probe_cell)
+
+
+# ----------------------------------------------------------------------------- pruning calls
+
+
+def probe_prune(target: str, layers: list, q, layout: str = "plain", model: bool = False):
+    """Build layers here, call the student's pruning function on them, report what it did.
+
+    Args:
+        layers: ``[{"path", "kind", "init", "weight", "bias"}, ...]``: ``kind`` is ``Conv2d`` or
+            ``Linear`` with constructor arguments ``init``; ``path`` a dotted name
+            (``block.id_mapping``); ``bias`` None when the layer has none.
+        q: passed as ``q=q``.
+        layout: ``plain``; ``float64`` (every layer in double precision); ``channels_last``
+            (convolutions in channels-last memory format: non-contiguous weights);
+            ``transposed`` (linear weights stored transposed: non-contiguous).
+        model: False: ``fn(layer, q=q)`` on the one layer; True: ``fn(net, q=q)`` on an
+            ``nn.ModuleDict`` holding every layer at its path.
+
+    Returns:
+        ``{"layers": {path: {"weight", "bias", "same_parameter", "dtype", "device",
+        "contiguous_before"}}, "returned": type name}``.
+    """
+    import torch
+    import torch.nn as nn
+
+    fn = api.resolve(target)
+    root = nn.ModuleDict()
+    built = {}
+    for spec in layers:
+        if spec["kind"] not in ("Conv2d", "Linear"):
+            raise api.Reply("grader", f"lab2_prune: unknown layer kind {spec['kind']!r}")
+        layer = getattr(nn, spec["kind"])(**spec["init"])
+        with torch.no_grad():
+            layer.weight.copy_(spec["weight"])
+            if spec["bias"] is not None:
+                layer.bias.copy_(spec["bias"])
+        layer = _with_layout(layer, layout)
+        parent = root
+        *parents, leaf = spec["path"].split(".")
+        for part in parents:
+            if part not in parent:
+                parent[part] = nn.ModuleDict()
+            parent = parent[part]
+        parent[leaf] = layer
+        built[spec["path"]] = layer
+    if not model and len(built) != 1:
+        raise api.Reply("grader", "lab2_prune: a layer call needs exactly one layer")
+    before = {path: (layer.weight, layer.weight.is_contiguous()) for path, layer in built.items()}
+    value = fn(root if model else next(iter(built.values())), q=q)
+    out = {}
+    for path, layer in built.items():
+        weight = layer.weight
+        out[path] = {
+            "weight": weight.detach().clone(),
+            "bias": None if layer.bias is None else layer.bias.detach().clone(),
+            "same_parameter": weight is before[path][0],
+            "dtype": str(weight.dtype).removeprefix("torch."),
+            "device": str(weight.device),
+            "contiguous_before": before[path][1],
+        }
+    return {"layers": out, "returned": type(value).__name__}
+
+
+def _with_layout(layer, layout: str):
+    import torch
+    import torch.nn as nn
+
+    if layout == "float64":
+        return layer.double()
+    if layout == "channels_last":
+        return layer.to(memory_format=torch.channels_last) if isinstance(layer, nn.Conv2d) else layer
+    if layout == "transposed":
+        if isinstance(layer, nn.Linear):
+            layer.weight = nn.Parameter(layer.weight.detach().t().contiguous().t())
+        return layer
+    if layout != "plain":
+        raise api.Reply("grader", f"lab2_prune: unknown layout {layout!r}")
+    return layer
+
+
+# ----------------------------------------------------------------------------- one cell
+
+
+class _Runaway(Exception):
+    """Raised by a stub when the cell makes far more calls than any loop of the assignment."""
+
+
+def probe_cell(target, *, unit: str, label: str, source: str, init: dict, state: dict,
+               settings: dict):
+    """Dry-run one notebook cell with stubs; return the recorded events and the printed text.
+
+    Args:
+        target: unused (the probe grades a cell, not a function).
+        unit: the file whose namespace the cell runs in (``hw4.ipynb``).
+        label: the cell's label for tracebacks (``cell 15``).
+        source: the cell's source as written by the student.
+        init, state: the trusted ResNet-20 to use as ``net`` (and to return from ``torch.load``).
+        settings: values for names the notebook may not define (``lr``, ``reg``, ...).
+
+    Returns:
+        ``{"events": [[kind, ...], ...], "stdout": str, "error": None | {...}, "layers": [...]}``.
+        Events: ``["prune", layer_name, q]``, ``["global", q]``, ``["finetune", prune]``,
+        ``["test"]``, ``["save", path]``; ``q`` is a float, or a string when it is not a number.
+    """
+    import torch
+
+    del target
+    module = api.units.get(unit) or _fresh_namespace(unit)
+    namespace = module.__dict__
+    net = api.given_resnet("float").ResNetCIFAR(**init)
+    net.load_state_dict(state, strict=True)
+    rec = _Recorder(namespace, net)
+    filename = f"{STUDENT_PREFIX}{unit}, {label}"
+    code = _compile_cell(source, filename)
+    stubs = {
+        "prune_by_percentage": rec.prune_stub(namespace.get("prune_by_percentage")),
+        "global_prune_by_percentage": rec.global_stub(namespace.get("global_prune_by_percentage")),
+        "finetune_after_prune": rec.finetune_stub(namespace.get("finetune_after_prune")),
+        "test": rec.test_stub,
+        "train": rec.noop_stub,
+        "finetune": rec.noop_stub,
+        "net": net,
+    }
+    defaults = {
+        "optimizer": torch.optim.SGD(net.parameters(), lr=float(settings.get("lr", 0.002)),
+                                     momentum=0.875, weight_decay=float(settings.get("reg", 1e-4))),
+        "trainloader": [],
+        "testloader": [],
+        "criterion": torch.nn.CrossEntropyLoss(),
+        "best_acc": 0.0,
+        "device": "cpu",
+        **settings,
+    }
+    missing = object()
+    saved = {name: namespace.get(name, missing) for name in (*stubs, *defaults)}
+    saved_torch = (torch.save, torch.load)
+    out = io.StringIO()
+    error = None
+    try:
+        namespace.update(stubs)
+        for name, value in defaults.items():
+            namespace.setdefault(name, value)
+        torch.save, torch.load = rec.save_stub, rec.load_stub(state)
+        with contextlib.redirect_stdout(_Capped(out)):
+            exec(code, namespace)  # noqa: S102 - the student's cell, inside the sandbox, with stubs
+    except _Runaway as exc:
+        error = {"type": "Runaway", "message": str(exc), "traceback": ""}
+    except BaseException as exc:  # noqa: BLE001 - a student cell may raise anything
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        error = {"type": type(exc).__name__, "message": _safe_str(exc), "traceback": _traceback(exc),
+                 "line": _student_line(exc, filename)}
+    finally:
+        torch.save, torch.load = saved_torch
+        for name, value in saved.items():
+            if value is missing:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = value
+    return {"events": rec.events, "stdout": out.getvalue(), "error": error, "layers": rec.prunable_names()}
+
+
+def _fresh_namespace(unit: str) -> types.ModuleType:
+    """A namespace with the notebook's usual imports, for a notebook with no definitions at all."""
+    module = types.ModuleType("_hw4_dry_run")
+    exec("import numpy as np\nimport torch\nimport torch.nn as nn\nimport torch.optim as optim\n",  # noqa: S102
+         module.__dict__)
+    return module
+
+
+def _compile_cell(source: str, filename: str):
+    """Compile the cell without the definitions of stubbed names (the extracted ones are loaded,
+    and a cell that redefines ``prune_by_percentage`` before its loop must still call the stub)."""
+    lines = ["" if _MAGIC.match(line) else line for line in source.splitlines()]
+    text = "\n".join(lines) + "\n"
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    tree = ast.parse(text, filename)
+    tree.body = [node for node in tree.body
+                 if not (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                         and node.name in _STUBBED_FUNCTIONS)]
+    return compile(tree, filename, "exec", dont_inherit=True)
+
+
+class _Capped(io.TextIOBase):
+    """A stdout that keeps the first ``MAX_STDOUT`` characters and drops the rest."""
+
+    def __init__(self, sink: io.StringIO):
+        self.sink = sink
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text) -> int:
+        text = str(text)
+        room = MAX_STDOUT - self.sink.tell()
+        if room > 0:
+            self.sink.write(text[:room])
+        return len(text)
+
+
+class _Recorder:
+    """The stubs of one dry run and what they saw."""
+
+    def __init__(self, namespace: dict, net):
+        self.namespace, self.net = namespace, net
+        self.events: list[list] = []
+        self.accuracy = 0.5
+
+    def _add(self, event: list) -> None:
+        if len(self.events) >= MAX_EVENTS:
+            raise _Runaway(f"the cell made more than {MAX_EVENTS} calls of the pruning/training "
+                           "functions (a loop that does not end?)")
+        self.events.append(event)
+
+    def prunable_names(self) -> list[str]:
+        return [name for name, layer in self._current_net().named_modules() if _prunable(name, layer)]
+
+    def _current_net(self):
+        import torch.nn as nn
+
+        net = self.namespace.get("net")
+        return net if isinstance(net, nn.Module) else self.net
+
+    def _layer_name(self, layer) -> str:
+        import torch.nn as nn
+
+        candidates = [self._current_net(), self.net]
+        candidates += [v for v in list(self.namespace.values()) if isinstance(v, nn.Module)]
+        for model in candidates:
+            for name, module in model.named_modules():
+                if module is layer and name:
+                    return name
+        shape = tuple(getattr(getattr(layer, "weight", None), "shape", ()))
+        return f"<a {type(layer).__name__} of shape {shape} outside net>"
+
+    def prune_stub(self, student_fn):
+        default_q = _default(student_fn, "q", 70.0)
+
+        def prune_by_percentage(layer, q=default_q, *args, **kwargs):
+            self._add(["prune", self._layer_name(layer), _number(q)])
+            if hasattr(layer, "weight"):
+                _magnitude_prune([layer], q)
+
+        return prune_by_percentage
+
+    def global_stub(self, student_fn):
+        default_q = _default(student_fn, "q", 70.0)
+
+        def global_prune_by_percentage(net, q=default_q, *args, **kwargs):
+            self._add(["global", _number(q)])
+            layers = [m for name, m in net.named_modules() if _prunable(name, m)]
+            _magnitude_prune(layers, q)
+
+        return global_prune_by_percentage
+
+    def finetune_stub(self, student_fn):
+        default_prune = _default(student_fn, "prune", True)
+
+        def finetune_after_prune(net, trainloader=None, criterion=None, optimizer=None,
+                                 prune=default_prune, *args, **kwargs):
+            self._add(["finetune", bool(prune)])
+
+        return finetune_after_prune
+
+    def test_stub(self, *args, **kwargs):
+        self._add(["test"])
+        self.accuracy = min(self.accuracy + 0.01, 0.99)  # rising, so "save the best" paths run
+        return self.accuracy
+
+    def noop_stub(self, *args, **kwargs):
+        self._add(["train"])
+
+    def save_stub(self, obj, f, *args, **kwargs):
+        self._add(["save", str(f)])
+
+    def load_stub(self, state):
+        def load(*args, **kwargs):
+            return {k: v.clone() for k, v in state.items()}
+
+        return load
+
+
+def _prunable(name: str, module) -> bool:
+    import torch.nn as nn
+
+    return isinstance(module, nn.Conv2d | nn.Linear) and "id_mapping" not in name
+
+
+def _magnitude_prune(layers: list, q) -> None:
+    """Zero the ``q`` percent smallest magnitudes over ``layers`` (so sparsity-reading code sees
+    a plausible model); silently does nothing for a q that is not a number."""
+    import torch
+
+    try:
+        q = float(q)
+    except (TypeError, ValueError):
+        return
+    with torch.no_grad():
+        flat = torch.cat([layer.weight.detach().abs().flatten().double() for layer in layers])
+        k = round(min(max(q, 0.0), 100.0) / 100.0 * flat.numel())
+        if k == 0:  # kthvalue needs k >= 1
+            return
+        threshold = flat.kthvalue(k).values
+        for layer in layers:
+            layer.weight.mul_((layer.weight.abs().double() > threshold).to(layer.weight.dtype))
+
+
+def _number(q):
+    """q as a float when it is one (int, float, numpy or 0-d tensor), else its repr."""
+    try:
+        value = float(q)
+    except (TypeError, ValueError):
+        return repr(q)[:80]
+    return repr(q)[:80] if math.isnan(value) else value
+
+
+def _default(fn, param: str, fallback):
+    """The student's own default for ``param`` (a call without it gets what the student wrote)."""
+    try:
+        p = inspect.signature(fn).parameters.get(param)
+    except (TypeError, ValueError):
+        return fallback
+    if p is None or p.default is inspect.Parameter.empty:
+        return fallback
+    return p.default
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)[:2000]
+    except BaseException:  # noqa: BLE001 - a hostile __str__
+        return "<unprintable>"
+
+
+def _traceback(exc: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith(STUDENT_PREFIX)]
+    lines = ["Traceback (your code):"]
+    for f in frames:
+        lines.append(f'  File "{f.filename.removeprefix(STUDENT_PREFIX)}", line {f.lineno}, in {f.name}')
+        if f.line:
+            lines.append(f"    {f.line.strip()}")
+    lines.append(f"{type(exc).__name__}: {_safe_str(exc)}")
+    return "\n".join(lines)
+
+
+def _student_line(exc: BaseException, filename: str) -> int | None:
+    lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == filename]
+    return lines[-1] if lines else None

@@ -1,0 +1,168 @@
+"""Lab 2 (c): finetune_after_prune(net, trainloader, criterion, optimizer, prune=True) trains one epoch
+and, with prune=True, keeps every pruned weight exactly zero; plus the sparsity-check cell.
+
+Inputs are built here with the reference (no cascade): the pretrained ResNet-20 pruned by
+``reference.lab2``, a few fixture batches in a fixed order, a fresh SGD optimizer with the
+course's momentum and weight decay. Masking the weights after ``optimizer.step()`` and masking the
+gradients before it are both right, and both give exactly the reference's kept weights.
+"""
+
+import pytest
+import torch
+from lab2_support import (
+    CFG,
+    dry_run,
+    find_sparsity_cell,
+    fixture_batches,
+    fixture_model,
+    one_thread,
+    parse_sparsity_lines,
+)
+
+import reference.lab2 as ref
+from grader.sandbox.proxy import criterion_spec, loader_spec, sgd_spec
+
+rubric = pytest.mark.rubric
+
+# Three batches of 16 fixture images: one call takes about 0.2 s. lr 0.01 (5x the course's) so
+# that three steps move every weight with a nonzero gradient by far more than float32 rounding.
+N_IMAGES, BATCH, LR, MOMENTUM = 48, 16, 0.01, 0.875
+CALL = "finetune_after_prune(net, trainloader, criterion, optimizer, prune={})"
+
+
+def _pruned_model(q: float = CFG.lab2.q, random_mask: bool = False):
+    net = fixture_model()
+    if random_mask:
+        # a zero pattern that is not magnitude pruning: re-pruning by |w| cannot reproduce it
+        gen = torch.Generator().manual_seed(2024)
+        with torch.no_grad():
+            for _, layer in ref.prunable_layers(net):
+                layer.weight.mul_((torch.rand(layer.weight.shape, generator=gen) >= 0.4).float())
+    else:
+        for _, layer in ref.prunable_layers(net):
+            ref.prune_by_percentage(layer, q=q)
+    return net
+
+
+def _finetune(submission, net, prune: bool):
+    """Run the student's epoch on ``net`` (updated in place from the sandbox); return the
+    prunable weights before and after."""
+    before = {name: layer.weight.detach().clone() for name, layer in ref.prunable_layers(net)}
+    x, y = fixture_batches(N_IMAGES)
+    submission.finetune_after_prune(net, loader_spec(x, y, BATCH), criterion_spec(),
+                                    sgd_spec(0, lr=LR, momentum=MOMENTUM, weight_decay=CFG.lab2.reg),
+                                    prune=prune)
+    after = {name: layer.weight.detach().clone() for name, layer in ref.prunable_layers(net)}
+    return before, after
+
+
+@rubric(item="lab2.c", weight=1.5, visibility="public")
+def test_lab2c_prune_true_keeps_every_pruned_weight_at_zero(submission):
+    """With prune=True every weight that was 0 before the epoch is still exactly 0 after it."""
+    before, after = _finetune(submission, _pruned_model(), prune=True)
+    moved = {name: int(((before[name] == 0) & (after[name] != 0)).sum()) for name in before}
+    bad = {name: n for name, n in moved.items() if n}
+    assert not bad, (
+        f"{CALL.format(True)} on a 70%-pruned ResNet-20: {sum(bad.values())} pruned weights became "
+        f"nonzero, in {len(bad)} layers (e.g. {next(iter(bad))}: {next(iter(bad.values()))}); apply the "
+        "mask taken at the start of the epoch after every optimizer.step() (or mask the gradients)")
+
+
+@rubric(item="lab2.c", weight=0.5, visibility="public")
+def test_lab2c_prune_true_still_trains_the_other_weights(submission):
+    """With prune=True the nonzero weights still train, and none of them is zeroed."""
+    before, after = _finetune(submission, _pruned_model(), prune=True)
+    kept = {name: before[name] != 0 for name in before}
+    total = sum(int(k.sum()) for k in kept.values())
+    changed = sum(int((after[n][kept[n]] != before[n][kept[n]]).sum()) for n in before)
+    zeroed = sum(int((after[n][kept[n]] == 0).sum()) for n in before)
+    assert zeroed == 0, (f"{CALL.format(True)}: {zeroed} weights that were nonzero became 0; keep the "
+                         "zero pattern of the start of the epoch, do not prune further")
+    # Three SGD steps with momentum move nearly every weight that has a gradient; no right
+    # answer leaves more than a few percent of them exactly where they were.
+    assert changed >= 0.5 * total, (
+        f"{CALL.format(True)}: only {changed} of the {total} nonzero weights changed; with prune=True "
+        "the epoch must still train (zero_grad, forward, loss, backward, optimizer.step() per batch)")
+
+
+@rubric(item="lab2.c", weight=0.75, visibility="hidden")
+def test_lab2c_prune_false_trains_every_weight(submission):
+    """With prune=False it is a plain training epoch: pruned weights are free to move."""
+    before, after = _finetune(submission, _pruned_model(), prune=False)
+    zeros = sum(int((before[n] == 0).sum()) for n in before)
+    moved = sum(int(((before[n] == 0) & (after[n] != 0)).sum()) for n in before)
+    # The gradient at a pruned weight is almost never exactly 0: a plain epoch moves most of them.
+    assert moved >= 0.5 * zeros, (
+        f"{CALL.format(False)}: only {moved} of the {zeros} zero weights moved; with prune=False do not "
+        "mask anything (the iterative loop relies on it)")
+
+
+@rubric(item="lab2.c", weight=0.5, visibility="hidden")
+def test_lab2c_keeps_any_zero_pattern_fixed(submission):
+    """prune=True keeps the zero pattern it was given, whatever made it (not only 70% pruning)."""
+    before, after = _finetune(submission, _pruned_model(random_mask=True), prune=True)
+    moved = sum(int(((before[n] == 0) & (after[n] != 0)).sum()) for n in before)
+    zeroed = sum(int(((before[n] != 0) & (after[n] == 0)).sum()) for n in before)
+    assert moved == 0 and zeroed == 0, (
+        f"{CALL.format(True)} on a model with a random 40% zero pattern: {moved} zero weights became "
+        f"nonzero and {zeroed} nonzero weights became 0; take the mask (w != 0) at the start of the epoch "
+        "and keep exactly it, rather than pruning by magnitude again")
+
+
+@rubric(item="lab2.c", weight=0.5, visibility="hidden")
+def test_lab2c_trains_the_kept_weights_like_plain_sgd(submission):
+    """One epoch with prune=True gives the same model as plain SGD steps followed by the mask."""
+    net, expected = _pruned_model(), _pruned_model()
+    _finetune(submission, net, prune=True)
+    x, y = fixture_batches(N_IMAGES)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=BATCH,
+                                         shuffle=False, num_workers=0)
+    optimizer = torch.optim.SGD(expected.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=CFG.lab2.reg)
+    with one_thread():
+        ref.finetune_after_prune(expected, loader, torch.nn.CrossEntropyLoss(), optimizer, prune=True)
+    got, want = net.state_dict(), expected.state_dict()
+    worst, where = 0.0, ""
+    for key, value in want.items():
+        if not value.is_floating_point():
+            continue
+        diff = float((got[key] - value).abs().max())
+        if diff > worst:
+            worst, where = diff, key
+    # Same data, order and arithmetic: the sandbox and this process differ only in float32
+    # summation order (thread counts), about 1e-7; one step's update is lr * |grad| ~ 1e-4,
+    # so 1e-5 separates rounding from a missed zero_grad, an extra step or a wrong mask.
+    assert worst <= 1e-5, (
+        f"{CALL.format(True)} on a 70%-pruned ResNet-20 (3 batches, SGD lr={LR}, momentum={MOMENTUM}): "
+        f"{where} differs from the expected result by up to {worst:.3g}; each batch should do "
+        "optimizer.zero_grad(), forward, criterion, backward, optimizer.step(), then the mask")
+
+
+@rubric(item="lab2.c", weight=1, visibility="public")
+def test_lab2c_sparsity_check_prints_each_layer_and_the_total(submission, credit):
+    """The sparsity-check cell prints the true sparsity of every pruned layer and the total."""
+    cell = find_sparsity_cell(submission)
+    net = fixture_model()
+    layers = list(ref.prunable_layers(net))
+    # a different sparsity per layer, so a number printed for the wrong layer shows
+    for i, (_, layer) in enumerate(layers):
+        ref.prune_by_percentage(layer, q=20.0 + 3.0 * i)
+    truth = ref.sparsity_report(net)
+    run = dry_run(submission, cell, net.state_dict())
+    printed, total = parse_sparsity_lines(run.stdout, [name for name, _ in layers])
+    # Printed values may be rounded (to 2 decimals, or to whole percents): half a percent.
+    tol = 0.0051
+    wrong = []
+    for name, _ in layers:
+        want, got = truth["layers"][name]["sparsity"], printed[name]
+        if got is None or abs(got - want) > tol:
+            wrong.append(f"{name}: printed {'nothing' if got is None else f'{got:.4f}'}, true {want:.4f}")
+    if total is None or abs(total - truth["sparsity"]) > tol:
+        wrong.append(f"total: printed {'nothing' if total is None else f'{total:.4f}'}, "
+                     f"true {truth['sparsity']:.4f} (zeros over all pruned layers' weights)")
+    if wrong:
+        credit.set(1 - len(wrong) / (len(layers) + 1))
+        shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
+        raise AssertionError(
+            f"{cell}, run on a model with a known sparsity in each layer: {len(wrong)} of {len(layers) + 1} "
+            f"values wrong or missing ({shown}). Print one line per pruned layer as "
+            f"'Sparsity of <name>: <fraction>' and one 'Total sparsity: <fraction>'." + run.error_note())
