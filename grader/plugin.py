@@ -173,6 +173,15 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 def _explain(exc: BaseException | None, report: pytest.TestReport, visibility: str) -> tuple[str, str, str]:
     """(student-facing message, instructor detail, fault) for a failed test."""
+    if exc is not None and type(exc).__name__ in ("Flaky", "FlakyFailure", "FlakyReplay"):
+        return "the result was not reproducible: the same input passed once and failed once", str(exc), "student"
+    if isinstance(exc, BaseExceptionGroup):
+        # Several distinct failures of one test (Hypothesis can report more than one): the
+        # fault is the student's when every member is, and the first one is explained.
+        leaves = _leaves(exc)
+        if leaves and all(isinstance(e, StudentError | AssertionError) for e in leaves):
+            message, _, fault = _explain(leaves[0], report, visibility)
+            return (f"{message}\n({len(leaves)} different failures; the first is shown)", "", fault)
     notes = "\n".join(getattr(exc, "__notes__", []) or [])
     if isinstance(exc, StudentError):
         message = exc.feedback()
@@ -180,11 +189,16 @@ def _explain(exc: BaseException | None, report: pytest.TestReport, visibility: s
     if isinstance(exc, AssertionError):
         message = str(exc).split("\nassert ")[0].strip() or "a property check failed"
         return _with_notes(message, notes, visibility), "", "student"
-    if exc is not None and type(exc).__name__ in ("Flaky", "FlakyFailure", "FlakyReplay"):
-        return "the result was not reproducible: the same input passed once and failed once", str(exc), "student"
     detail = str(report.longrepr)
     return ("the grader failed on this test (not your fault); your instructor has the details",
             detail[-6000:], "grader")
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out.extend(_leaves(e) if isinstance(e, BaseExceptionGroup) else [e])
+    return out
 
 
 def _with_notes(message: str, notes: str, visibility: str) -> str:

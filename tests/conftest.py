@@ -14,6 +14,8 @@ settings.register_profile(
     deadline=None,
     print_blob=True,
     max_examples=30,
+    # One failure per test: a student reads one smallest failing input, not a group of them.
+    report_multiple_bugs=False,
     suppress_health_check=list(HealthCheck),
 )
 settings.register_profile("dev", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,94 @@
+"""`hw4grade assign`: the template and the solution sample are generated from reference/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from grader import assign
+
+
+def test_committed_template_and_solution_are_up_to_date():
+    assert assign.check() == []
+
+
+@pytest.fixture
+def scratch_repo(tmp_path, repo_root):
+    """A copy of the parts of the repository that `assign --check` reads."""
+    for part in ("reference", "grader", "student_template", "tests/rubric"):
+        shutil.copytree(repo_root / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "fixtures" / "submissions" / "correct").mkdir(parents=True)
+    shutil.copytree(repo_root / "fixtures/submissions/correct/reference",
+                    tmp_path / "fixtures/submissions/correct/reference")
+    return tmp_path
+
+
+def _check(root):
+    return subprocess.run([sys.executable, "-c", "from grader.cli import main; raise SystemExit(main(['assign', '--check']))"],
+                          cwd=root, capture_output=True, text=True, check=False,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+
+
+def test_assign_check_passes_on_an_unchanged_copy(scratch_repo):
+    result = _check(scratch_repo)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_assign_check_fails_after_a_reference_docstring_changes(scratch_repo):
+    path = scratch_repo / "reference" / "lab2.py"
+    path.write_text(path.read_text().replace("Prune the ``q`` percent smallest-magnitude weights",
+                                             "Prune the q% smallest weights", 1))
+    result = _check(scratch_repo)
+    assert result.returncode != 0
+    assert "student_template/hw4.ipynb" in result.stdout + result.stderr
+
+
+def test_assign_check_fails_after_a_solution_body_changes(scratch_repo):
+    """A body inside SOLUTION markers does not reach the template, but it reaches the solution sample."""
+    path = scratch_repo / "reference" / "lab1.py"
+    text = path.read_text()
+    assert "return 2.0 * X.T @ (X @ np.ravel(W) - np.ravel(y))" in text
+    path.write_text(text.replace("return 2.0 * X.T @ (X @ np.ravel(W) - np.ravel(y))",
+                                 "return 2 * X.T @ (X @ np.ravel(W) - np.ravel(y))"))
+    result = _check(scratch_repo)
+    assert result.returncode != 0
+    assert "correct/reference/lab1.ipynb" in result.stdout + result.stderr
+
+
+def test_template_stubs_replace_solutions_and_keep_the_todos():
+    files = assign.render("template").files
+    fp = files["FP_layers.py"]
+    assert "raise NotImplementedError" in fp and "torch.round" not in fp
+    assert "# TODO: alpha (scale) = max(w) - min(w)" in fp
+    hw4 = json.loads(files["hw4.ipynb"])
+    code = "\n".join("".join(c["source"]) for c in hw4["cells"] if c["cell_type"] == "code")
+    assert "np.percentile" not in code  # the solution's threshold
+    assert 'raise NotImplementedError("prune_by_percentage: your code here")' in code
+    assert "BEGIN SOLUTION" not in code and "REFERENCE ONLY" not in code
+
+
+def test_term_constants_are_written_from_the_config():
+    files = assign.render("template").files
+    lab1 = json.loads(files["lab1.ipynb"])
+    code = "\n".join("".join(c["source"]) for c in lab1["cells"] if c["cell_type"] == "code")
+    assert "def run_gd(X, y, lr=0.02, steps=200)" in code
+    assert "for lam in [0.2, 0.5, 1.0, 2.0]:" in code
+    assert "LR" not in code.split() and "STEPS" not in code
+
+
+@pytest.mark.parametrize("name", ["hw4.ipynb", "lab1.ipynb"])
+@pytest.mark.parametrize("mode", ["template", "solution"])
+def test_notebooks_are_valid_nbformat_v4(mode, name):
+    nb = nbformat.reads(assign.render(mode).files[name], as_version=4)
+    nbformat.validate(nb)
+    assert nb.nbformat == 4
+
+
+def test_unbalanced_solution_marker_is_an_error():
+    with pytest.raises(assign.AssignError, match="no # END SOLUTION"):
+        assign.process_source("def f():\n    # BEGIN SOLUTION\n    return 1\n", "template", {})

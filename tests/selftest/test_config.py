@@ -1,0 +1,70 @@
+"""The assignment config: the default term, and clear errors for a broken one."""
+
+from __future__ import annotations
+
+import pytest
+
+from reference import config
+from reference.config import ITEM_IDS, ConfigError
+
+
+def test_default_term_matches_the_design():
+    cfg = config.load()
+    assert cfg.lab1.X == ((1, -2, -1, -1, 1), (2, -1, 2, 0, -2), (-1, 0, 2, 2, 1))
+    assert cfg.lab1.y == (7, 1, 1)
+    assert (cfg.lab1.lr, cfg.lab1.steps, cfg.lab1.k, cfg.lab1.trim) == (0.02, 200, 2, 3)
+    assert cfg.lab1.lambdas == (0.2, 0.5, 1.0, 2.0)
+    assert cfg.lab1.prox_thresholds == (0.004, 0.01, 0.02, 0.04)
+    assert cfg.lab1.trimmed_thresholds == (0.02, 0.04, 0.1, 0.2)
+    assert cfg.lab2.q == 70.0 and cfg.lab3.bits == (6, 5, 4, 3, 2)
+    assert [cfg.tf_key[f"1.{i}"] for i in range(1, 11)] == list("FFFFFFTFFT")
+
+
+def test_rubric_has_every_item_and_adds_up_to_100():
+    cfg = config.load()
+    assert list(cfg.rubric) == list(ITEM_IDS)
+    assert cfg.total_points == 100
+    parts = {"tf": 20, "lab1": 30, "lab2": 25, "lab3": 25}
+    for part, points in parts.items():
+        assert sum(r.points for i, r in cfg.rubric.items() if i.startswith(part + ".")) == points
+    for r in cfg.rubric.values():
+        assert r.function + r.notebook + r.manual == r.points
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "term.toml"
+    path.write_text(text)
+    return path
+
+
+def _default_text():
+    return config.DEFAULT_PATH.read_text()
+
+
+def test_missing_key_names_the_file_and_the_key(tmp_path):
+    text = _default_text().replace("steps = 200", "")
+    with pytest.raises(ConfigError, match=r"term\.toml: missing key lab1\.steps"):
+        config.load(_write(tmp_path, text))
+
+
+def test_rubric_points_that_do_not_add_up_are_refused(tmp_path):
+    text = _default_text().replace('"lab2.b" = { points = 6,', '"lab2.b" = { points = 6, manual = 7,')
+    with pytest.raises(ConfigError, match="lab2.b"):
+        config.load(_write(tmp_path, text))
+
+
+def test_unknown_rubric_item_is_refused(tmp_path):
+    text = _default_text() + '\n"lab4.a" = { points = 1 }\n'
+    with pytest.raises(ConfigError, match="unknown item 'lab4.a'"):
+        config.load(_write(tmp_path, text))
+
+
+def test_q_outside_percent_range_is_refused(tmp_path):
+    text = _default_text().replace("q = 70.0 ", "q = 0.7e3 ")
+    with pytest.raises(ConfigError, match="percent"):
+        config.load(_write(tmp_path, text))
+
+
+def test_invalid_toml_is_reported_with_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(_write(tmp_path, "[lab1\n"))
