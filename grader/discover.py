@@ -12,13 +12,23 @@ The given files ``resnet20.py`` and ``train_util.py`` are never taken from a sub
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.extract import ExtractError, Extracted, extract_file
+from grader.extract import Extracted, ExtractError, extract_file
 
-__all__ = ["REQUIRED", "Discovery", "Location", "discover", "GIVEN_FILES", "IGNORED_DIRS"]
+__all__ = [
+    "GIVEN_FILES",
+    "IGNORED_DIRS",
+    "MAX_ENTRIES",
+    "REQUIRED",
+    "Discovery",
+    "Location",
+    "discover",
+    "walk_files",
+]
 
 #: required name -> the part of the homework it belongs to
 REQUIRED: dict[str, str] = {
@@ -30,7 +40,9 @@ REQUIRED: dict[str, str] = {
 }
 GIVEN_FILES = {"resnet20.py", "train_util.py"}
 IGNORED_DIRS = {"__MACOSX", ".ipynb_checkpoints", "__pycache__", ".git", ".github", "data", "figures"}
-MAX_FILES = 200
+MAX_FILES = 200  # source files read per submission
+MAX_ENTRIES = 20_000  # directory entries scanned per submission (a folder of a million files)
+MAX_DEPTH = 3  # source files deeper than this many path parts are not read
 
 
 @dataclass(frozen=True)
@@ -70,34 +82,66 @@ class Discovery:
         return lines
 
 
+def walk_files(root: Path, max_entries: int | None = None) -> tuple[list[Path], bool]:
+    """Relative paths of the regular files under ``root``, sorted; and whether the scan stopped
+    at ``max_entries`` (default :data:`MAX_ENTRIES`). Symlinks (to files or folders) are never
+    followed or listed; hidden entries and :data:`IGNORED_DIRS` are left out."""
+    max_entries = MAX_ENTRIES if max_entries is None else max_entries
+    out: list[Path] = []
+    seen = 0
+    stack = [Path()]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(root / rel_dir) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            seen += 1
+            if seen > max_entries:
+                return sorted(out), True
+            if entry.name.startswith(".") or entry.is_symlink():
+                continue
+            rel = rel_dir / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name not in IGNORED_DIRS:
+                    stack.append(rel)
+            elif entry.is_file(follow_symlinks=False):
+                out.append(rel)
+    return sorted(out), False
+
+
 def discover(root: Path) -> Discovery:
     """Scan a submission folder (already unpacked)."""
     disc = Discovery(root)
     candidates = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        if any(part in IGNORED_DIRS or part.startswith(".") for part in rel.parts[:-1]) or path.name.startswith("."):
-            continue
-        if path.is_symlink() or not path.is_file() or path.suffix not in (".py", ".ipynb"):
+    files, truncated = walk_files(root)
+    if truncated:
+        disc.problems.append(f"more than {MAX_ENTRIES} files and folders: only the first were scanned")
+    for rel in files:
+        path = root / rel
+        if path.suffix not in (".py", ".ipynb"):
             continue
         if path.name in GIVEN_FILES:
             disc.ignored.append(f"{rel}: a given file; the grader uses its own copy")
             continue
-        if len(rel.parts) > 3:
+        if len(rel.parts) > MAX_DEPTH:
+            disc.ignored.append(f"{rel}: deeper than {MAX_DEPTH} folders; not read")
             continue
         candidates.append(path)
     if len(candidates) > MAX_FILES:
         disc.problems.append(f"{len(candidates)} source files; only the first {MAX_FILES} were read")
         candidates = candidates[:MAX_FILES]
     for path in candidates:
-        rel = str(path.relative_to(root))
+        name = str(path.relative_to(root))
         try:
             extracted = extract_file(path)
         except ExtractError as exc:
-            disc.problems.append(str(exc).replace(path.name, rel, 1))
+            disc.problems.append(str(exc).replace(path.name, name, 1))
             continue
-        extracted.file = rel
-        disc.files[rel] = extracted
+        extracted.file = name
+        disc.files[name] = extracted
         disc.problems.extend(extracted.errors)
     _resolve(disc)
     return disc

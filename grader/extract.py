@@ -13,6 +13,11 @@ Everything else (training loops, ``net = ResNetCIFAR()``, ``torch.load``, plotti
 its lines are replaced by blank lines, so line numbers in the kept source still match the
 student's cell and tracebacks point at the right line. Cells that do not parse are reported and
 skipped; the other cells still load.
+
+Cells that are not Python are skipped whole: cell magics other than a few that only wrap Python
+(``%%bash``, ``%%writefile``, ``%%html``... are not code to define anything). Limits: a notebook
+of at most ``MAX_NOTEBOOK_BYTES``, a module or one cell of at most ``MAX_SOURCE_BYTES``; JSON nested
+too deeply for the parser, or source too deeply nested for ``ast``, is reported, never raised.
 """
 
 from __future__ import annotations
@@ -23,12 +28,23 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Cell", "Definition", "Extracted", "extract_file", "extract_source", "ExtractError",
-           "MAX_NOTEBOOK_BYTES", "MAX_SOURCE_BYTES"]
+__all__ = [
+    "MAX_NOTEBOOK_BYTES",
+    "MAX_SOURCE_BYTES",
+    "Cell",
+    "Definition",
+    "ExtractError",
+    "Extracted",
+    "extract_file",
+    "extract_source",
+]
 
 MAX_NOTEBOOK_BYTES = 32 << 20
 MAX_SOURCE_BYTES = 2 << 20
 _MAGIC = re.compile(r"^\s*[%!]")
+_CELL_MAGIC = re.compile(r"^\s*%%(\w+)")
+#: cell magics whose body is Python (the magic line is blanked, the body extracted as usual)
+PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
 
 #: Calls allowed in a kept constant assignment (dotted names as written).
 PURE_CALLS = {
@@ -104,6 +120,8 @@ def _extract_notebook(name: str, text: str) -> Extracted:
         nb = json.loads(text)
     except ValueError as exc:
         raise ExtractError(f"{name}: not valid notebook JSON ({exc})") from None
+    except RecursionError:
+        raise ExtractError(f"{name}: not valid notebook JSON (nested too deeply)") from None
     if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
         raise ExtractError(f"{name}: not a Jupyter notebook (no 'cells' list)")
     out = Extracted(name)
@@ -120,6 +138,15 @@ def _extract_notebook(name: str, text: str) -> Extracted:
 
 
 def _add_cell(out: Extracted, label: str, source: str) -> None:
+    if len(source) > MAX_SOURCE_BYTES:
+        out.cells.append(Cell(label, "", error=f"{len(source)} characters: larger than the "
+                                                 f"{MAX_SOURCE_BYTES >> 20} MB limit of one cell; skipped"))
+        return
+    first = next((line for line in source.splitlines() if line.strip()), "")
+    magic = _CELL_MAGIC.match(first)
+    if magic and magic.group(1) not in PYTHON_CELL_MAGICS:
+        out.skipped.append(f"{label}: a %%{magic.group(1)} cell (not Python)")
+        return
     lines = source.splitlines()
     # Magics and shell escapes are IPython syntax, not Python: blank them before parsing.
     lines = ["" if _MAGIC.match(line) else line for line in lines]
@@ -158,7 +185,8 @@ def _kept_kind(node: ast.stmt) -> str | None:
     if isinstance(node, ast.ClassDef):
         return "class"
     if isinstance(node, ast.Try) and all(
-        isinstance(s, ast.Import | ast.ImportFrom | ast.Pass | ast.Assign)
+        isinstance(s, ast.Import | ast.ImportFrom | ast.Pass)
+        or (isinstance(s, ast.Assign) and all(_plain_target(t) for t in s.targets) and _constant(s.value))
         for s in node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
     ):
         return "import"
@@ -223,10 +251,16 @@ def _defined_names(node: ast.stmt) -> list[str]:
         targets = node.targets if isinstance(node, ast.Assign) else [node.target]
         names = []
         for t in targets:
-            names += [t.id] if isinstance(t, ast.Name) else [e.id for e in t.elts if isinstance(e, ast.Name)]
+            if isinstance(t, ast.Name):
+                names.append(t.id)
+            elif isinstance(t, ast.Tuple | ast.List):
+                names += [e.id for e in t.elts if isinstance(e, ast.Name)]
         return names
     return []
 
 
 def _fingerprint(node: ast.stmt) -> str:
-    return ast.dump(node, annotate_fields=False, include_attributes=False)
+    try:
+        return ast.dump(node, annotate_fields=False, include_attributes=False)
+    except RecursionError:  # parsed, but too deep to dump: compare by position instead
+        return f"<deep {type(node).__name__} at line {node.lineno}>"

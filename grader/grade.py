@@ -17,7 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
-from grader.redact import redact
+from grader.redact import redact, submission_lines
 from grader.results import CaseResult, SubmissionResult, build_result
 from reference.config import Config, load
 
@@ -72,12 +72,13 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
             error = traceback.format_exc()
         payload = json.loads(report_path.read_text()) if report_path.exists() else {}
     cases = [CaseResult(**c) for c in payload.get("cases", [])]
+    own = submission_lines(path)  # the student's own lines are shown back (see grader.redact)
     for case in cases:
-        case.message = redact(case.message)
-    warnings = [redact(p) for p in payload.get("problems", [])]
-    warnings += [f"while loading: {redact(e)}" for e in payload.get("load_errors", [])]
+        case.message = redact(case.message, own)
+    warnings = [redact(p, own) for p in payload.get("problems", [])]
+    warnings += [f"while loading: {redact(e, own)}" for e in payload.get("load_errors", [])]
     if payload.get("load_failed"):
-        warnings.append(f"your submission could not be loaded: {redact(payload['load_failed'])}")
+        warnings.append(f"your submission could not be loaded: {redact(payload['load_failed'], own)}")
     result = build_result(
         student, cfg, cases,
         isolation=payload.get("isolation", ""),
@@ -85,7 +86,7 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
         found=payload.get("found", []),
         warnings=warnings,
         grader_error=error,
-        output=redact(payload.get("output", ""))[-20000:],
+        output=redact(payload.get("output", ""), own)[-20000:],
     )
     result.execution_time = time.monotonic() - started
     if os.environ.get("HW4_DEBUG_PYTEST"):

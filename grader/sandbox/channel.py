@@ -36,6 +36,10 @@ DTYPES = {
 }
 MAX_DEPTH = 32
 MAX_ITEMS = 1_000_000
+MAX_HEADER_BYTES = 16 << 20  # the JSON part: arrays travel as blobs, so headers stay small
+MAX_BLOBS = 100_000
+MAX_NDIM = 32
+MAX_DIM = 1 << 40
 
 
 class ChannelError(Exception):
@@ -60,18 +64,21 @@ def write_frame(stream: BinaryIO, header: Any, blobs: list[bytes]) -> None:
 
 
 def read_frame(stream: BinaryIO, max_bytes: int) -> tuple[Any, list[bytes]]:
-    """Read one frame; raise EOFError at a clean end of stream, ChannelError on anything odd."""
+    """Read one frame; raise EOFError at a clean end of stream, ChannelError on anything odd.
+
+    The header must be strict JSON in UTF-8: no ``NaN``/``Infinity`` literals or overflowing
+    numbers (non-finite floats travel as ``$f`` tags), no duplicate keys, nesting the parser can
+    handle; at most ``min(max_bytes, MAX_HEADER_BYTES)`` bytes; the whole frame at most
+    ``max_bytes``. Lone surrogates in strings are replaced (they could not be written out later).
+    """
     raw = _read_exact(stream, _HEAD.size, allow_eof=True)
     magic, head_len, n_blobs = _HEAD.unpack(raw)
     if magic != MAGIC:
         raise ChannelError("bad frame magic (the stream is not a grader channel)")
-    if head_len > max_bytes or n_blobs > 100_000:
+    if head_len > min(max_bytes, MAX_HEADER_BYTES) or n_blobs > MAX_BLOBS:
         raise ChannelError(f"frame header of {head_len} bytes / {n_blobs} blobs exceeds the limit")
     total = head_len
-    try:
-        header = json.loads(_read_exact(stream, head_len))
-    except ValueError as exc:
-        raise ChannelError(f"frame header is not JSON: {exc}") from None
+    header = parse_header(_read_exact(stream, head_len))
     blobs = []
     for _ in range(n_blobs):
         (size,) = _BLOB.unpack(_read_exact(stream, _BLOB.size))
@@ -80,6 +87,53 @@ def read_frame(stream: BinaryIO, max_bytes: int) -> tuple[Any, list[bytes]]:
             raise ChannelError(f"message larger than the limit of {max_bytes} bytes")
         blobs.append(_read_exact(stream, size))
     return header, blobs
+
+
+def parse_header(raw: bytes) -> Any:
+    """Strict JSON (see :func:`read_frame`); ChannelError for anything else."""
+    try:
+        text = raw.decode("utf-8")
+        header = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float,
+                            object_pairs_hook=_unique_keys)
+    except ChannelError:
+        raise
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deeply
+        why = f"{type(exc).__name__}: {str(exc)[:200]}"
+        raise ChannelError(f"frame header is not valid JSON: {why}") from None
+    try:
+        # Strict UTF-8 text has no lone surrogates, but a JSON escape such as \udc80 makes one.
+        json.dumps(header, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        header = _clean_strings(header)
+    return header
+
+
+def _no_constant(name: str) -> Any:
+    raise ChannelError(f"frame header holds the non-JSON constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ChannelError(f"frame header holds the overflowing number {text[:40]}")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ChannelError("frame header has a duplicate key")
+    return out
+
+
+def _clean_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_clean_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {_clean_strings(k): _clean_strings(v) for k, v in value.items()}
+    return value
 
 
 def _read_exact(stream: BinaryIO, n: int, allow_eof: bool = False) -> bytes:
@@ -182,15 +236,35 @@ def encode(value: Any) -> tuple[Any, list[bytes]]:
     return enc.encode(value), enc.blobs
 
 
-def decode(data: Any, blobs: list[bytes], specs: bool = False, depth: int = 0) -> Any:
+def decode(data: Any, blobs: list[bytes], specs: bool = False) -> Any:
     """Rebuild plain data. With ``specs=False`` (the trusted side reading a worker's reply) any
-    spec tag is refused; ``$state`` comes back as ``{"type": name, "state": dict}``."""
+    spec tag is refused; ``$state`` comes back as ``{"type": name, "state": dict}``.
+
+    Raises:
+        ChannelError: a malformed value, an unknown tag, nesting deeper than ``MAX_DEPTH`` or
+            more than ``MAX_ITEMS`` values.
+    """
+    return _Decoder(blobs, specs).decode(data, 0)
+
+
+class _Decoder:
+    def __init__(self, blobs: list[bytes], specs: bool):
+        self.blobs, self.specs, self.items = blobs, specs, 0
+
+    def decode(self, data: Any, depth: int) -> Any:
+        self.items += 1
+        if self.items > MAX_ITEMS:
+            raise ChannelError(f"value holds more than {MAX_ITEMS} items")
+        return _decode(data, self.blobs, self.specs, depth, self)
+
+
+def _decode(data: Any, blobs: list[bytes], specs: bool, depth: int, dec: _Decoder) -> Any:
     if depth > MAX_DEPTH:
         raise ChannelError("value nested too deeply")
     if data is None or isinstance(data, bool | int | float | str):
         return data
     if isinstance(data, list):
-        return [decode(v, blobs, specs, depth + 1) for v in data]
+        return [dec.decode(v, depth + 1) for v in data]
     if not isinstance(data, dict) or len(data) != 1:
         raise ChannelError("malformed value in frame")
     (tag, body), = data.items()
@@ -199,16 +273,20 @@ def decode(data: Any, blobs: list[bytes], specs: bool = False, depth: int = 0) -
             raise ChannelError(f"bad non-finite float {body!r}")
         return float(body)
     if tag == "$t":
-        return tuple(decode(v, blobs, specs, depth + 1) for v in _list(body))
+        return tuple(dec.decode(v, depth + 1) for v in _list(body))
     if tag == "$d":
         out = {}
         for pair in _list(body):
             if not isinstance(pair, list) or len(pair) != 2:
                 raise ChannelError("malformed dict entry")
-            key = decode(pair[0], blobs, specs, depth + 1)
-            if not isinstance(key, str | int | float | bool | tuple) and key is not None:
-                raise ChannelError("unhashable dict key")
-            out[key] = decode(pair[1], blobs, specs, depth + 1)
+            key = dec.decode(pair[0], depth + 1)
+            try:
+                hash(key)
+            except TypeError:
+                raise ChannelError("unhashable dict key") from None
+            if isinstance(key, np.ndarray) or _is_tensor(key):
+                raise ChannelError("an array as a dict key")
+            out[key] = dec.decode(pair[1], depth + 1)
         return out
     if tag == "$nd":
         return _decode_array(body, blobs)
@@ -217,12 +295,12 @@ def decode(data: Any, blobs: list[bytes], specs: bool = False, depth: int = 0) -
     if tag == "$state":
         if not isinstance(body, dict) or set(body) != {"type", "state"} or not isinstance(body["type"], str):
             raise ChannelError("malformed module state")
-        state = decode(body["state"], blobs, specs, depth + 1)
+        state = dec.decode(body["state"], depth + 1)
         if not isinstance(state, dict):
             raise ChannelError("malformed module state")
         return {"type": body["type"], "state": state}
     if specs and tag in ("$module", "$loader", "$criterion", "$optimizer"):
-        return Spec(tag, decode(body, blobs, specs, depth + 1))
+        return Spec(tag, dec.decode(body, depth + 1))
     raise ChannelError(f"unexpected tag {tag!r} in frame")
 
 
@@ -236,8 +314,9 @@ def _array_meta(body: Any, blobs: list[bytes]) -> tuple[str, tuple[int, ...], by
     if not isinstance(body, dict) or set(body) != {"dtype", "shape", "blob"}:
         raise ChannelError("malformed array in frame")
     dtype, shape, idx = body["dtype"], body["shape"], body["blob"]
-    if dtype not in DTYPES or not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
-        raise ChannelError(f"array of dtype {dtype!r} / shape {shape!r} not allowed")
+    if (not isinstance(dtype, str) or dtype not in DTYPES or not isinstance(shape, list)
+            or len(shape) > MAX_NDIM or not all(type(s) is int and 0 <= s <= MAX_DIM for s in shape)):
+        raise ChannelError(f"array of dtype {str(dtype)[:40]!r} / shape {str(shape)[:80]} not allowed")
     if type(idx) is not int or not 0 <= idx < len(blobs):
         raise ChannelError("array refers to a missing blob")
     raw = blobs[idx]
@@ -265,6 +344,11 @@ def _decode_tensor(body: Any, blobs: list[bytes]) -> Any:
     return torch.from_numpy(np.frombuffer(raw, dtype=dtype).reshape(shape).copy())
 
 
+def _is_tensor(value: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
 _TORCH: Any = False
 
 
@@ -275,6 +359,6 @@ def _torch() -> Any:
         try:
             import torch
         except ImportError:  # pragma: no cover - the grader always has torch
-            torch = None
+            torch = None  # type: ignore[assignment]
         _TORCH = torch
     return _TORCH

@@ -1,26 +1,51 @@
 """Start sandboxed processes: bubblewrap where it works, else a plain subprocess with limits.
 
-Isolation levels (recorded in every result):
+Isolation levels (every result records which one graded it, with the detail below):
 
 ``bwrap``
     Linux namespaces via bubblewrap: no network, a private PID/IPC/UTS namespace, a read-only view
-    of only the Python installation, the grader's worker code, the given files, the fixture data
-    and the submission; a size-limited private ``/scratch`` (tmpfs) or a bound scratch folder;
-    ``--die-with-parent``, ``--new-session``. As root the process then drops to an unprivileged
-    uid of its own (one per concurrent sandbox, so a fork bomb only meets its own process limit).
+    of only the Python installation, the grader's worker code, the given files and the submission;
+    a size-limited private ``/scratch`` (tmpfs, ``Limits.scratch_mb``); ``--die-with-parent``,
+    ``--new-session``. As root the process then drops to an unprivileged uid of its own.
 ``rlimit``
-    A plain subprocess (where bubblewrap is missing or cannot create namespaces): its own session,
-    an unprivileged uid when the grader runs as root (plus a private network namespace when that
-    is allowed), the same resource limits. The filesystem is *not* hidden at this level.
+    A plain subprocess (where bubblewrap is missing or cannot create namespaces), hardened with
+    what the kernel offers without namespaces:
 
-Both levels: ``RLIMIT_AS`` (memory), ``RLIMIT_CPU``, ``RLIMIT_NPROC``, ``RLIMIT_FSIZE``,
+    * **Landlock** (Linux >= 5.13, no privileges needed): reads only the system libraries, the
+      Python installation and the paths the caller binds (worker code, given files, submission);
+      writes only the scratch folder; no TCP bind/connect (ABI >= 4); no signals or abstract
+      unix sockets out of the sandbox (ABI >= 6). The grader's tests and reference are unreadable.
+    * **An unprivileged uid** when the grader runs as root. The interpreter may live where only
+      root can reach it (``/root/.pyenv`` here): then the process keeps the single ambient
+      capability ``CAP_DAC_READ_SEARCH`` (read any file), which Landlock bounds back to the paths
+      above. Without Landlock that capability would expose every file, so it is used only with
+      Landlock; otherwise the worker stays root and the detail says the process limit cannot bind.
+    * **A private network namespace** when running as root.
+    * The writable folders are plain folders: a watchdog stops the process when they hold more
+      than ``Limits.scratch_mb`` or ``Limits.scratch_files`` entries.
+
+Both levels: ``RLIMIT_DATA`` (memory) and ``RLIMIT_AS`` (address space), ``RLIMIT_CPU``,
+``RLIMIT_NPROC`` (binds per sandbox because each concurrent sandbox leases a uid of its own, see
+:func:`lease_uid`), ``RLIMIT_FSIZE``,
 ``RLIMIT_NOFILE``, ``RLIMIT_CORE=0``, a scrubbed environment, wall-clock timeouts enforced by the
-caller, and capped, drained output.
+caller, and drained output: the first ``Limits.output_bytes`` are kept, and a process that prints
+more than ``Limits.flood_bytes`` is killed (:attr:`SandboxProcess.stop_reason` says so).
+
+Killing a sandbox kills its whole tree, however it tried to escape: the process group, then (with
+a leased uid) every process of that uid at once -- ``kill(-1)`` sent as that uid, which no fork
+can race -- or, as a normal user, every descendant and session member found in ``/proc``.
+
+Still weak (documented in ARCHITECTURE.md): memory is limited per process, so a sandbox may use
+up to ``processes x memory_mb`` in all; at the ``rlimit`` level without Landlock the filesystem is
+readable; a non-root ``rlimit`` sandbox without a network namespace can still send UDP.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
+import fcntl
 import functools
 import os
 import resource
@@ -30,68 +55,140 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Limits", "Isolation", "SandboxProcess", "detect_isolation", "stage_dir", "spawn"]
+__all__ = [
+    "Isolation",
+    "Limits",
+    "SandboxProcess",
+    "UidLease",
+    "detect_isolation",
+    "lease_uid",
+    "spawn",
+    "stage_dir",
+    "system_paths",
+]
 
 HERE = Path(__file__).resolve().parent
-UID_BASE = 61000  # unprivileged uids for sandboxes when the grader runs as root (61000 + slot)
+UID_BASE = 61000  # unprivileged uids for sandboxes when the grader runs as root (61000 + n)
+UID_COUNT = 1000
+LOCK_DIR = "/run/hw4grade-uids"  # uid leases (root only: /run is not world-writable)
+IS_LINUX = sys.platform.startswith("linux")
 
 
 @dataclass(frozen=True)
 class Limits:
     """Resource limits of one sandboxed process."""
 
+    #: memory the process may allocate (RLIMIT_DATA: heap and private writable mappings)
     memory_mb: int = 4096
+    #: address space (RLIMIT_AS); None = memory_mb + 4096. Importing torch alone maps ~3.7 GB
+    #: of shared libraries and reservations, so an address-space cap equal to ``memory_mb`` would
+    #: leave a student a few hundred MB; RLIMIT_DATA counts what they allocate.
+    address_space_mb: int | None = None
     cpu_seconds: int = 900
-    processes: int = 64
-    file_mb: int = 64
+    processes: int = 64  # processes *and threads* of the sandbox's uid
+    file_mb: int = 64  # largest file it may write
     open_files: int = 256
-    output_bytes: int = 1 << 20
+    output_bytes: int = 1 << 20  # stdout/stderr kept for feedback
+    flood_bytes: int = 32 << 20  # stdout/stderr after which the process is killed
     scratch_mb: int = 256
+    scratch_files: int = 10_000  # entries in the scratch folder (rlimit level, watched)
 
 
 @dataclass(frozen=True)
 class Isolation:
-    level: str  # "bwrap" or "rlimit"
+    """How a sandbox is built here. ``level`` is ``bwrap`` or ``rlimit``; ``detail`` is recorded
+    in every result. The other fields say which hardening of the ``rlimit`` level applies."""
+
+    level: str
     detail: str
+    #: root only: "unprivileged" (a plain uid), "dac_read_search" (a uid keeping that one
+    #: capability, bounded by Landlock), "root" (stays root); "" when not root
+    uid_mode: str = ""
+    landlock: int = 0  # Landlock ABI in use (rlimit level), 0 = none
+    netns: bool = False  # private network namespace (rlimit level)
 
     def describe(self) -> str:
         return f"{self.level} ({self.detail})"
 
 
-@functools.lru_cache(maxsize=1)
+# ----------------------------------------------------------------------------- detection
+
+
+@functools.lru_cache(maxsize=4)
 def detect_isolation(preferred: str = "auto") -> Isolation:
-    """The strongest isolation this machine offers (``preferred``: auto, bwrap or rlimit)."""
+    """The strongest isolation this machine offers (``preferred``: auto, bwrap or rlimit).
+
+    Raises:
+        RuntimeError: ``preferred="bwrap"`` where bubblewrap is missing or cannot sandbox.
+        ValueError: an unknown ``preferred``.
+    """
+    if preferred not in ("auto", "bwrap", "rlimit"):
+        raise ValueError(f"isolation {preferred!r}: expected auto, bwrap or rlimit")
     if preferred == "rlimit":
-        return Isolation("rlimit", _rlimit_detail())
+        return _rlimit_isolation("")
     bwrap = shutil.which("bwrap")
-    if bwrap:
-        probe = subprocess.run(
-            [bwrap, *_bwrap_namespace_flags(), "--ro-bind", "/", "/", "--", "true"],
-            capture_output=True, timeout=20, check=False,
-        )
-        if probe.returncode == 0:
-            return Isolation("bwrap", "namespaces: pid, net, ipc, uts; private filesystem view")
+    if not bwrap:
+        if preferred == "bwrap":
+            raise RuntimeError("bubblewrap (bwrap) is not installed")
+        return _rlimit_isolation("bubblewrap not installed")
+    probe = subprocess.run(
+        [bwrap, *_bwrap_namespace_flags(), "--ro-bind", "/", "/", "--", "true"],
+        capture_output=True, timeout=20, check=False,
+    )
+    if probe.returncode != 0:
         why = probe.stderr.decode(errors="replace").strip()[:200]
         if preferred == "bwrap":
             raise RuntimeError(f"bubblewrap cannot create a sandbox here: {why}")
-        return Isolation("rlimit", f"{_rlimit_detail()}; bubblewrap unusable: {why}")
-    if preferred == "bwrap":
-        raise RuntimeError("bubblewrap (bwrap) is not installed")
-    return Isolation("rlimit", f"{_rlimit_detail()}; bubblewrap not installed")
-
-
-def _rlimit_detail() -> str:
-    parts = ["resource limits", "own session"]
+        return _rlimit_isolation(f"bubblewrap unusable: {why}")
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        # bwrap as root without a way to drop to a uid would run student code as root.
+        if preferred == "bwrap":
+            raise RuntimeError("running as root needs setpriv (util-linux) to drop privileges")
+        return _rlimit_isolation("setpriv (util-linux) missing: cannot drop root inside bubblewrap")
+    parts = ["namespaces: pid, net, ipc, uts", "private read-only filesystem view", "tmpfs scratch"]
     if os.geteuid() == 0:
-        if _others_can_run(sys.executable):
-            parts.append("unprivileged uid, private network")
+        parts.append("unprivileged uid per sandbox")
+    return Isolation("bwrap", ", ".join(parts), uid_mode="unprivileged" if os.geteuid() == 0 else "")
+
+
+def _rlimit_isolation(why_not_bwrap: str) -> Isolation:
+    landlock = landlock_abi()
+    root = os.geteuid() == 0
+    parts = ["resource limits", "own session"]
+    uid_mode = ""
+    if root:
+        setpriv = shutil.which("setpriv")
+        if setpriv and _others_can_run(sys.executable):
+            uid_mode = "unprivileged"
+            parts.append("unprivileged uid per sandbox (process-count limit binds)")
+        elif setpriv and landlock and _in_bounding_set(_CAP_DAC_READ_SEARCH):
+            uid_mode = "dac_read_search"
+            parts.append("unprivileged uid per sandbox (process-count limit binds) keeping "
+                         "CAP_DAC_READ_SEARCH to reach the interpreter, bounded by Landlock")
         else:
+            uid_mode = "root"
             parts.append("runs as root: the interpreter is not reachable by an unprivileged uid, "
-                         "so the process-count limit does not bind")
-    return ", ".join(parts)
+                         "so the process-count limit does not bind (fork bombs are stopped by "
+                         "killing the process group and session at the timeout)")
+    if landlock:
+        parts.append(f"Landlock ABI {landlock}: reads only the Python installation, worker code, "
+                     "given files and submission; writes only the scratch folder"
+                     + ("; no TCP" if landlock >= 4 else ""))
+    else:
+        parts.append("no Landlock: the filesystem is readable (output is redacted)")
+    netns = root and _can_unshare_net()
+    if netns:
+        parts.append("private network namespace")
+    elif landlock < 4:
+        parts.append("network NOT isolated")
+    if why_not_bwrap:
+        parts.append(why_not_bwrap)
+    return Isolation("rlimit", ", ".join(parts), uid_mode=uid_mode, landlock=landlock, netns=netns)
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,6 +205,20 @@ def _others_can_run(executable: str) -> bool:
     return True
 
 
+_CAP_DAC_READ_SEARCH = 2
+
+
+def _in_bounding_set(cap: int) -> bool:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("CapBnd:"):
+                    return bool(int(line.split()[1], 16) >> cap & 1)
+    except OSError:
+        pass
+    return False
+
+
 def _bwrap_namespace_flags() -> list[str]:
     flags = ["--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     if os.geteuid() != 0:
@@ -122,6 +233,246 @@ def stage_dir(prefix: str = "hw4-sandbox-") -> Path:
     return path
 
 
+# ----------------------------------------------------------------------------- libc helpers
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    # Loaded in the parent: a child between fork and exec must not dlopen (loader locks).
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.syscall.restype = ctypes.c_long
+    return _LIBC
+
+
+_CLONE_NEWNET = 0x40000000
+_PR_SET_NO_NEW_PRIVS = 38
+
+
+def _unshare_net_strict() -> None:
+    if _libc().unshare(_CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+
+
+@functools.lru_cache(maxsize=1)
+def _can_unshare_net() -> bool:
+    if not IS_LINUX:
+        return False
+    _libc()
+    try:
+        subprocess.run(["true"], preexec_fn=_unshare_net_strict, check=True, timeout=20,
+                       capture_output=True)
+    except (subprocess.SubprocessError, OSError):
+        return False
+    return True
+
+
+# Landlock (include/uapi/linux/landlock.h). Syscall numbers are the same on every architecture
+# the kernel added them for after the 2019 unification (x86_64, arm64, riscv, ...).
+_LL_CREATE, _LL_ADD_RULE, _LL_RESTRICT = 444, 445, 446
+_LL_VERSION_FLAG = 1
+_LL_RULE_PATH_BENEATH = 1
+_FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
+_FS_REFER, _FS_TRUNCATE, _FS_IOCTL_DEV = 1 << 13, 1 << 14, 1 << 15
+_FS_READ = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
+_FILE_ONLY = _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE | _FS_IOCTL_DEV
+_NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
+_SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+@functools.lru_cache(maxsize=1)
+def landlock_abi() -> int:
+    """The Landlock ABI version the kernel offers (0: none, or not Linux)."""
+    if not IS_LINUX or os.environ.get("HW4_NO_LANDLOCK"):
+        return 0
+    try:
+        version = _libc().syscall(_LL_CREATE, None, 0, _LL_VERSION_FLAG)
+    except (OSError, AttributeError):
+        return 0
+    return int(version) if version > 0 else 0
+
+
+def _fs_rights(abi: int) -> int:
+    rights = (1 << 13) - 1  # ABI 1: execute .. make_sym
+    if abi >= 2:
+        rights |= _FS_REFER
+    if abi >= 3:
+        rights |= _FS_TRUNCATE
+    if abi >= 5:
+        rights |= _FS_IOCTL_DEV
+    return rights
+
+
+def _landlock_ruleset(abi: int, readable: Sequence[str], writable: Sequence[str]) -> int:
+    """A Landlock ruleset fd (close-on-exec): read ``readable``, read and write ``writable``,
+    nothing else; no TCP and scoped signals/abstract sockets where the ABI has them."""
+    handled = _fs_rights(abi)
+    attr = _RulesetAttr(handled, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
+                        (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0)
+    libc = _libc()
+    fd = libc.syscall(_LL_CREATE, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    fd = int(fd)
+    try:
+        for paths, access in ((readable, _FS_READ), (writable, handled)):
+            for path in paths:
+                try:
+                    pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+                except OSError:
+                    continue  # a system path this machine lacks
+                try:
+                    is_dir = os.path.isdir(path)
+                    rule = _PathBeneath((access if is_dir else access & _FILE_ONLY) & handled, pfd)
+                    if libc.syscall(_LL_ADD_RULE, fd, _LL_RULE_PATH_BENEATH, ctypes.byref(rule), 0) != 0:
+                        raise OSError(ctypes.get_errno(), f"landlock_add_rule({path}) failed")
+                finally:
+                    os.close(pfd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _landlock_restrict(fd: int) -> None:  # in the child, between fork and exec
+    libc = _libc()
+    if libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS) failed")
+    if libc.syscall(_LL_RESTRICT, fd, 0) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self failed")
+
+
+# ----------------------------------------------------------------------------- uid leases
+
+
+@dataclass
+class UidLease:
+    """An unprivileged uid this process holds for one sandbox (an exclusive lock file)."""
+
+    uid: int
+    fd: int
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = -1
+
+
+def lease_uid(preferred_slot: int = 0) -> UidLease | None:
+    """Lease a uid no other sandbox on this machine uses now (``None`` unless running as root).
+
+    RLIMIT_NPROC counts every process of a uid, and the kill sweep signals every process of it:
+    both are only safe when no two concurrent sandboxes -- of this grader or of another grading
+    process on the machine -- share a uid. The lease is a ``flock`` on ``/run/hw4grade-uids/<uid>``,
+    released when the sandbox is killed (or when this process dies). The uid is swept clean of
+    leftover processes before it is handed out.
+    """
+    if os.geteuid() != 0:
+        return None
+    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+    info = os.lstat(LOCK_DIR)
+    if info.st_uid != 0 or info.st_mode & 0o022 or not os.path.isdir(LOCK_DIR):
+        raise RuntimeError(f"{LOCK_DIR} is not a root-owned private folder; refusing to lease uids")
+    for i in range(UID_COUNT):
+        uid = UID_BASE + (preferred_slot + i) % UID_COUNT
+        fd = os.open(os.path.join(LOCK_DIR, str(uid)), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                continue
+            raise
+        kill_uid(uid)
+        return UidLease(uid, fd)
+    raise RuntimeError(f"all {UID_COUNT} sandbox uids are in use")
+
+
+def kill_uid(uid: int, rounds: int = 50) -> bool:
+    """SIGKILL every process of ``uid`` (root only); True when none is left.
+
+    ``kill(-1, SIGKILL)`` sent *as* ``uid`` reaches all its processes in one pass under the
+    kernel's task-list lock, so a fork bomb cannot outrun it.
+    """
+    if uid < UID_BASE or os.geteuid() != 0:
+        raise ValueError(f"kill_uid({uid}): only leased sandbox uids, and only as root")
+
+    def as_uid() -> None:
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        os.kill(-1, signal.SIGKILL)
+
+    for _ in range(rounds):
+        if not _pids_of_uid(uid):
+            return True
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            subprocess.run(["true"], preexec_fn=as_uid, check=False, timeout=10)
+        time.sleep(0.02)
+    return not _pids_of_uid(uid)
+
+
+def _pids_of_uid(uid: int) -> list[int]:
+    """Processes whose real, effective or saved uid is ``uid`` (``/proc/<pid>`` itself belongs
+    to root for a process that is not dumpable, so read the ``Uid:`` line)."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        if str(uid) in line.split()[1:4]:
+                            out.append(int(name))
+                        break
+        except OSError:
+            continue
+    return out
+
+
+def _tree_and_session(root_pid: int) -> set[int]:
+    """Descendants of ``root_pid`` and members of its session/process group (from /proc)."""
+    children: dict[int, list[int]] = {}
+    members = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2:].split()
+        pid, ppid, pgrp, sid = int(name), int(fields[1]), int(fields[2]), int(fields[3])
+        children.setdefault(ppid, []).append(pid)
+        if root_pid in (pgrp, sid):
+            members.add(pid)
+    found, todo = set(), [root_pid, *members]
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo.extend(children.get(pid, ()))
+    found.discard(os.getpid())
+    return found
+
+
+# ----------------------------------------------------------------------------- processes
+
+
 @dataclass
 class SandboxProcess:
     """A running sandboxed process with its drained, capped output."""
@@ -129,27 +480,76 @@ class SandboxProcess:
     popen: subprocess.Popen
     isolation: Isolation
     limits: Limits
+    lease: UidLease | None = None
     output: bytearray = field(default_factory=bytearray)
     output_total: int = 0
+    #: why a watchdog killed the process ("printed more than ..."), for the student's feedback
+    stop_reason: str | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _reaped: bool = False
+
+    @property
+    def uid(self) -> int | None:
+        return self.lease.uid if self.lease else None
 
     def drain(self, stream) -> None:
-        """Read a stream to its end, keeping the first ``limits.output_bytes`` bytes."""
+        """Read a stream to its end, keeping the first ``limits.output_bytes`` bytes; kill the
+        process once it printed more than ``limits.flood_bytes``."""
 
         def run() -> None:
             while True:
-                chunk = stream.read(65536)
+                try:
+                    chunk = stream.read(65536)
+                except (OSError, ValueError):
+                    break
                 if not chunk:
                     break
                 self.output_total += len(chunk)
                 room = self.limits.output_bytes - len(self.output)
                 if room > 0:
                     self.output.extend(chunk[:room])
-            stream.close()
+                if self.output_total > self.limits.flood_bytes and self.stop_reason is None:
+                    self.stop(f"printed more than {self.limits.flood_bytes >> 20} MB of output")
+            with contextlib.suppress(OSError):
+                stream.close()
 
-        thread = threading.Thread(target=run, daemon=True)
+        thread = threading.Thread(target=run, daemon=True, name="sandbox-drain")
         thread.start()
         self._threads.append(thread)
+
+    def watch_disk(self, folders: Sequence[str], interval: float = 0.2) -> None:
+        """Stop the process when ``folders`` together hold more than ``limits.scratch_mb`` or
+        ``limits.scratch_files`` entries (the rlimit level's writable folders are plain ones)."""
+        max_bytes, max_files = self.limits.scratch_mb << 20, self.limits.scratch_files
+
+        def run() -> None:
+            while self.popen.poll() is None:
+                size = count = 0
+                for folder in folders:
+                    s, c = disk_usage(Path(folder), max_files - count + 1)
+                    size, count = size + s, count + c
+                if size > max_bytes:
+                    self.stop(f"wrote more than {self.limits.scratch_mb} MB to its scratch folder")
+                    return
+                if count > max_files:
+                    self.stop(f"created more than {max_files} files in its scratch folder")
+                    return
+                time.sleep(interval)
+
+        threading.Thread(target=run, daemon=True, name="sandbox-disk").start()
+
+    def stop(self, reason: str) -> None:
+        """A watchdog's kill: remember why, then kill the tree (the session sees it die).
+
+        Under the lock, and never once :meth:`kill` reaped the process: by then its uid may be
+        leased to the next sandbox (and its pid reused), which a late sweep would kill.
+        """
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        with self._lock:
+            if not self._reaped:
+                self._kill_tree()
 
     def output_text(self) -> str:
         text = bytes(self.output).decode("utf-8", errors="replace")
@@ -157,35 +557,88 @@ class SandboxProcess:
             text += f"\n[... output truncated: {self.output_total} bytes in all, first {len(self.output)} kept]"
         return text
 
+    def _kill_tree(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, OSError):
+            self.popen.kill()
+        if self.lease is not None:
+            kill_uid(self.lease.uid)
+        elif IS_LINUX:
+            # No uid of its own: hunt the tree and the session down in /proc until it is empty.
+            for _ in range(50):
+                pids = _tree_and_session(self.popen.pid) - {self.popen.pid}
+                if not pids:
+                    break
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
+
     def kill(self) -> None:
-        """Kill the whole process tree (its session / PID namespace) and reap it."""
-        if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.popen.kill()
-            except ProcessLookupError:
-                pass
-        try:
-            self.popen.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        """Kill the whole process tree, reap it, and give its uid back."""
+        with self._lock:
+            if self._reaped:
+                return
+            self._kill_tree()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(timeout=10)
+            # Only a uid with no process left may be handed to the next sandbox.
+            if self.lease is not None and kill_uid(self.lease.uid):
+                self.lease.release()
+            self._reaped = True
+        # Outside the lock: a drain thread may be waiting for it in stop().
         for thread in self._threads:
             thread.join(timeout=2)
 
     def exit_description(self) -> str:
+        if self.stop_reason:
+            return f"was stopped: it {self.stop_reason}"
         code = self.popen.poll()
         if code is None:
             return "still running"
+        if self.isolation.level == "bwrap" and 128 < code < 128 + 65:
+            code = 128 - code  # bwrap's init reports a signal death as 128 + signal number
         if code < 0:
             try:
                 name = signal.Signals(-code).name
             except ValueError:
                 name = f"signal {-code}"
-            return f"killed by {name}" + (" (out of memory or CPU time?)" if -code in (9, 24) else "")
+            return f"was killed by {name}{_SIGNAL_HINTS.get(name, '')}"
         return f"exited with status {code}"
+
+
+def disk_usage(path: Path, max_entries: int) -> tuple[int, int]:
+    """(bytes allocated, entries) under ``path``, not following symlinks; stops counting past
+    ``max_entries`` so a folder of a million files costs a bounded scan."""
+    total, count = 0, 0
+    stack = [str(path)]
+    while stack:
+        try:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    count += 1
+                    if count > max_entries:
+                        return total, count
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += info.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+        except OSError:
+            continue
+    return total, count
+
+
+_SIGNAL_HINTS = {"SIGSEGV": " (a segmentation fault)", "SIGXCPU": " (its CPU time limit)",
+                 "SIGXFSZ": " (its file size limit)", "SIGABRT": " (aborted)", "SIGBUS": " (a bus error)"}
+
+
+def system_paths() -> list[str]:
+    """What any Python process needs to see: system libraries and the interpreter in use."""
+    return [host for host, _ in _system_binds()]
 
 
 def spawn(
@@ -193,28 +646,49 @@ def spawn(
     *,
     isolation: Isolation,
     limits: Limits,
-    binds: list[tuple[str, str]],
-    rw_binds: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    binds: Sequence[tuple[str, str]],
+    rw_binds: Sequence[tuple[str, str]] = (),
     env: dict[str, str],
     cwd: str,
     pass_fds: tuple[int, ...] = (),
     slot: int = 0,
     tmpfs_scratch: str | None = None,
+    lease: UidLease | None = None,
 ) -> SandboxProcess:
     """Start ``argv`` sandboxed.
 
     Args:
-        argv: the command, with paths as the sandbox sees them (bwrap binds host paths to the
-            same paths, so one argv serves both levels).
-        binds: read-only ``(host, sandbox)`` path pairs (bwrap level; ignored at rlimit level).
-        rw_binds: writable ``(host, sandbox)`` pairs.
+        argv: the command, with paths as the sandbox sees them.
+        binds: read-only ``(host, sandbox)`` path pairs. At the ``rlimit`` level the host paths
+            are what Landlock lets the process read (the sandbox path is ignored).
+        rw_binds: writable ``(host, sandbox)`` pairs (``rlimit``: the only writable paths).
         env: the whole environment of the process.
         cwd: the working directory (sandbox path).
         pass_fds: file descriptors the process inherits (the channel).
-        slot: which concurrent sandbox this is (picks its uid when running as root).
+        slot: which concurrent sandbox this is: the preferred uid when running as root.
         tmpfs_scratch: a sandbox path to mount as a size-limited tmpfs (bwrap level only).
+        lease: a uid lease to use (default: lease one here; it is released by ``kill()``).
+
+    Raises:
+        OSError / subprocess.SubprocessError: the sandbox could not be started (a grader fault).
     """
-    uid = UID_BASE + slot % 1000
+    root = os.geteuid() == 0
+    if lease is None and root and isolation.uid_mode != "root":
+        lease = lease_uid(slot)
+    try:
+        return _spawn(argv, isolation, limits, binds, rw_binds, env, cwd, pass_fds, tmpfs_scratch, lease)
+    except BaseException:
+        if lease is not None:
+            kill_uid(lease.uid)
+            lease.release()
+        raise
+
+
+def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequence[tuple[str, str]],
+           rw_binds: Sequence[tuple[str, str]], env: dict[str, str], cwd: str, pass_fds: tuple[int, ...],
+           tmpfs_scratch: str | None, lease: UidLease | None) -> SandboxProcess:
+    uid = lease.uid if lease else None
+    ruleset = -1
     if isolation.level == "bwrap":
         cmd = [shutil.which("bwrap") or "bwrap", *_bwrap_namespace_flags(), "--die-with-parent",
                "--new-session", "--clearenv"]
@@ -233,37 +707,66 @@ def spawn(
         for key, value in env.items():
             cmd += ["--setenv", key, value]
         cmd += ["--chdir", cwd, "--"]
-        if os.geteuid() == 0:
-            cmd += [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}",
-                    "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+        if uid is not None:
+            cmd += _setpriv(uid, keep_dac_read_search=False)
         cmd += argv
         popen_env: dict[str, str] | None = {"PATH": "/usr/bin:/bin"}
         run_cwd = None
     else:
-        cmd, popen_env, run_cwd = list(argv), dict(env), cwd
+        keep = isolation.uid_mode == "dac_read_search"
+        drop = _setpriv(uid, keep_dac_read_search=keep) if uid is not None else []
+        cmd = [*drop, *argv]
+        popen_env, run_cwd = dict(env), cwd
+        if isolation.landlock:
+            readable = [*system_paths(), "/proc", "/sys", "/dev", *(host for host, _ in binds)]
+            writable = [*(host for host, _ in rw_binds), "/dev/null"]
+            ruleset = _landlock_ruleset(isolation.landlock, readable, writable)
+    own_uid = uid is not None or os.geteuid() == 0
+    nproc = limits.processes if own_uid else _user_process_count() + limits.processes
+    if IS_LINUX:
+        _libc()  # loaded here, never in the child
 
-    def preexec() -> None:  # runs in the child between fork and exec
-        _set_limits(limits, as_root_sandbox=(isolation.level == "rlimit"))
-        if isolation.level == "rlimit" and os.geteuid() == 0 and _others_can_run(argv[0]):
-            _try_unshare_net()
-            os.setgroups([])
-            os.setresgid(uid, uid, uid)
-            os.setresuid(uid, uid, uid)
+    def preexec() -> None:  # runs in the child between fork and exec: no imports, no locks
+        _set_limits(limits, nproc)
+        if isolation.level == "rlimit":
+            if isolation.netns:
+                _unshare_net_strict()
+            if ruleset >= 0:
+                _landlock_restrict(ruleset)
 
-    popen = subprocess.Popen(
-        cmd,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=popen_env,
-        cwd=run_cwd,
-        pass_fds=pass_fds,
-        start_new_session=True,
-        preexec_fn=preexec,
-    )
-    proc = SandboxProcess(popen, isolation, limits)
+    try:
+        popen = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=popen_env,
+            cwd=run_cwd,
+            pass_fds=pass_fds,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+    finally:
+        if ruleset >= 0:
+            os.close(ruleset)
+    proc = SandboxProcess(popen, isolation, limits, lease=lease)
     proc.drain(popen.stdout)
+    if isolation.level == "rlimit":
+        # bwrap's tmpfs has a size; the rlimit level's writable folders are plain ones: watch them.
+        folders = [host for host, _ in rw_binds if os.path.isdir(host)]
+        if folders:
+            proc.watch_disk(folders)
     return proc
+
+
+def _setpriv(uid: int, keep_dac_read_search: bool) -> list[str]:
+    cmd = [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    if keep_dac_read_search:
+        # The one capability that lets the uid reach an interpreter under /root; Landlock
+        # (applied before this exec) still bounds every path it may open.
+        return [*cmd, "--inh-caps=-all,+dac_read_search", "--ambient-caps=+dac_read_search",
+                "--bounding-set=-all,+dac_read_search", "--"]
+    return [*cmd, "--inh-caps=-all", "--bounding-set=-all", "--"]
 
 
 def _parents(paths: list[str]) -> list[str]:
@@ -278,21 +781,23 @@ def _parents(paths: list[str]) -> list[str]:
     return sorted((p for p in out if p not in bound), key=lambda p: (p.count("/"), p))
 
 
-def _set_limits(limits: Limits, as_root_sandbox: bool) -> None:
+def _set_limits(limits: Limits, nproc: int) -> None:
     mb = 1 << 20
-    resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
+    address_space = limits.address_space_mb or limits.memory_mb + 4096
+    resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * mb, limits.memory_mb * mb))
+    resource.setrlimit(resource.RLIMIT_AS, (address_space * mb, address_space * mb))
     resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_seconds, limits.cpu_seconds + 5))
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # RLIMIT_NPROC counts every process of the uid. As root the sandbox gets a uid of its own
-    # (setpriv/setresuid); as a normal user it shares the user's count, so leave room for theirs.
-    base = 0 if os.geteuid() == 0 else _user_process_count()
-    resource.setrlimit(resource.RLIMIT_NPROC, (base + limits.processes, base + limits.processes))
-    del as_root_sandbox
+    # RLIMIT_NPROC counts every process and thread of the uid: with a leased uid that is the
+    # sandbox alone; as a normal user it includes the user's own, counted before the start.
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
 
 
 def _user_process_count() -> int:
+    if not IS_LINUX:
+        return 512
     uid = os.getuid()
     count = 0
     for pid in os.listdir("/proc"):
@@ -303,15 +808,6 @@ def _user_process_count() -> int:
             except OSError:
                 continue
     return count
-
-
-def _try_unshare_net() -> None:
-    """A private network namespace for the rlimit level, when the kernel allows it (root)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.unshare(0x40000000)  # CLONE_NEWNET; failure leaves the network as it was
-    except OSError:
-        pass
 
 
 @functools.lru_cache(maxsize=1)
@@ -329,3 +825,4 @@ def _system_binds() -> list[tuple[str, str]]:
             seen.add(path)
             binds.append((path, path))
     return binds
+

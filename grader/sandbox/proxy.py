@@ -7,10 +7,14 @@ of mutated arguments, which are written back into the caller's objects -- so a t
 back is plain data (see ``channel``); nothing is unpickled.
 
 Failures become ``StudentError`` subclasses with the function's name and the call: an exception
-(traceback trimmed to the student's frames), a timeout (the worker is killed and restarted for the
-next call), a crash, a missing name, an ungradable return value. A function that timed out
-``max_strikes`` times fails fast afterwards, and once the submission's time budget is spent every
-further call fails fast: a hanging submission costs a bounded time.
+(traceback trimmed to the student's frames), a timeout (the worker interrupts the call at its
+limit; a worker that ignores that is killed a little later and restarted for the next call), a
+crash, a missing name, a signature the grader cannot call, an ungradable return value. A
+function that timed out, crashed the worker, hit the memory limit or failed only after half its
+timeout ``max_strikes`` times fails fast afterwards, and once the submission's time budget is
+spent every further call fails fast: a hanging submission costs a bounded time. A file whose
+loading hung or crashed is left out (``session.broken``): calls into it fail at once with the
+reason, and the submission's other files are graded as usual.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from grader.sandbox import channel as ch
 from grader.sandbox.launcher import Isolation, Limits, detect_isolation
 from grader.sandbox.session import LoadReport, WorkerDied, WorkerSession, WorkerTimedOut
 
-__all__ = ["Submission", "CallInfo", "module_spec", "loader_spec", "criterion_spec", "sgd_spec", "describe_call"]
+__all__ = ["CallInfo", "Submission", "criterion_spec", "describe_call", "loader_spec", "module_spec",
+           "sgd_spec"]
 
 
 @dataclass
@@ -74,7 +79,9 @@ class Submission:
                                      slot=slot, threads=threads)
         self.spent = 0.0
         self.strikes: dict[str, int] = {}
-        self.load_failed: str | None = None
+        self._failures: dict[str, tuple[type[StudentError], str, str]] = {}  # last timeout/crash per name
+        self.load_failed: str | None = None  # every file of the submission failed to load
+        self.start_error: str | None = None  # the sandbox could not start (a grader fault)
         self.last = CallInfo()
         self.calls = 0
         self._started = False
@@ -82,17 +89,28 @@ class Submission:
     # -------------------------------------------------------------- lifecycle
 
     def _ensure(self) -> None:
-        if self.load_failed:
-            raise StudentCrash(f"your submission could not be loaded: {self.load_failed}")
+        """A live worker with the submission loaded (started lazily, restarted after a kill).
+
+        Raises:
+            GraderError: the sandbox itself cannot start (not the student's doing; remembered,
+                so every later call says so at once).
+        """
+        if self.start_error:
+            raise GraderError(self.start_error)
         if self._started and self.session.alive:
             return
         started = time.monotonic()
-        report = self.session.start() if not self._started else self.session.restart()
-        self._started = True
-        self.spent += time.monotonic() - started
-        if report.error:
-            self.load_failed = report.error
-            raise StudentCrash(f"your submission could not be loaded: {report.error}")
+        try:
+            self.session.start() if not self._started else self.session.restart()
+        except GraderError as exc:
+            self.start_error = str(exc)
+            raise
+        finally:
+            self._started = True
+            self.spent += time.monotonic() - started
+        units = self.discovery.units()
+        if units and all(u in self.session.broken for u in units):
+            self.load_failed = "; ".join(f"{u}: {why}" for u, why in self.session.broken.items())
 
     @property
     def load_report(self) -> LoadReport | None:
@@ -119,14 +137,14 @@ class Submission:
     # -------------------------------------------------------------- names
 
     def has(self, name: str) -> bool:
-        return name.split(".")[0] in self.discovery.found
+        return name.split(".", maxsplit=1)[0] in self.discovery.found
 
     def where(self, name: str) -> str:
-        loc = self.discovery.found.get(name.split(".")[0])
+        loc = self.discovery.found.get(name.split(".", maxsplit=1)[0])
         return str(loc) if loc else "not found"
 
     def target(self, name: str) -> str:
-        base = name.split(".")[0]
+        base = name.split(".", maxsplit=1)[0]
         loc = self.discovery.found.get(base)
         if loc is None:
             files = ", ".join(self.discovery.files) or "no .py or .ipynb files"
@@ -149,7 +167,7 @@ class Submission:
         request = {"op": "call", "target": target, "seed": _seed(call_text),
                    "args": enc.encode([_to_wire(a) for a in args]),
                    "kwargs": enc.encode({k: _to_wire(v) for k, v in kwargs.items()})}
-        body = self._send(request, enc.blobs, name, call_text, timeout)
+        body = self._send(request, enc.blobs, name, call_text, timeout, unit=target.partition(":")[0])
         # Mutated arguments come back: write them into the caller's objects.
         for original, after in zip(args, body["args"], strict=True):
             _write_back(original, after, name)
@@ -158,38 +176,67 @@ class Submission:
         self.last = CallInfo({int(k): v for k, v in body["inplace"].items()}, float(body["seconds"]))
         return body["value"]
 
-    def probe(self, probe: str, name: str, timeout: float | None = None, **kwargs: Any) -> dict:
-        """Run a named worker probe that exercises the student's ``name`` (e.g. ``ste``)."""
-        target = self.target(name)
-        call_text = describe_call(f"{probe}:{name}", (), kwargs)
+    def probe(self, probe: str, name: str | None, timeout: float | None = None, **kwargs: Any) -> dict:
+        """Run a named worker probe that exercises the student's ``name`` (e.g. ``ste``).
+
+        ``name=None``: a probe of no one student function (a dry run of a notebook cell); its
+        target is None and its timeouts count against the probe, not against any function.
+        """
+        target = self.target(name) if name is not None else None
+        label = name if name is not None else probe
+        call_text = describe_call(f"{probe}:{name}" if name is not None else probe, (), kwargs)
         enc = ch.Encoder()
         wire = {k: _to_wire(v) for k, v in kwargs.items()}
         request = {"op": "probe", "name": probe, "seed": _seed(call_text),
                    "kwargs": enc.encode({"target": target, **wire})}
-        return self._send(request, enc.blobs, name, call_text, timeout)
+        return self._send(request, enc.blobs, label, call_text, timeout,
+                          unit=target.partition(":")[0] if target else None)
 
-    def _send(self, request: dict, blobs: list[bytes], name: str, call_text: str, timeout: float | None) -> dict:
+    def _send(self, request: dict, blobs: list[bytes], name: str, call_text: str, timeout: float | None,
+              unit: str | None = None) -> dict:
         if self.spent >= self.budget:
             raise BudgetExhausted(f"not run: the submission used up its {self.budget:g} s time budget",
                                   function=name, call=call_text)
-        if self.strikes.get(name, 0) >= self.max_strikes:
-            raise BudgetExhausted(f"not run: earlier calls of {name} timed out {self.strikes[name]} times",
-                                  function=name, call=call_text)
-        self._ensure()
-        limit = min(timeout or self.call_timeout, max(self.budget - self.spent, 1.0))
-        started = time.monotonic()
-        self.calls += 1
-        try:
-            reply, reply_blobs = self.session.request(request, blobs, timeout=limit)
-        except WorkerTimedOut as exc:
-            self.strikes[name] = self.strikes.get(name, 0) + 1
-            raise StudentTimeout(f"did not finish within {exc.seconds:g} s (an endless loop?)",
-                                 function=name, call=call_text) from None
-        except WorkerDied as exc:
-            raise StudentCrash(f"the worker running your code {exc.how}", function=name, call=call_text,
-                               traceback=_tail(exc.output)) from None
-        finally:
-            self.spent += time.monotonic() - started
+        # Strikes bound what one hanging or crashing function costs: Hypothesis would otherwise
+        # retry it while shrinking, each try a full timeout or a restart.
+        failure = self._repeat_failure(name, call_text)
+        reply: dict = {}
+        reply_blobs: list[bytes] = []
+        if failure is None:
+            self._ensure()
+            if unit is not None and unit in self.session.broken:
+                raise StudentCrash(f"not run: {unit} could not be loaded: {self.session.broken[unit]}",
+                                   function=name, call=call_text)
+            limit = min(timeout or self.call_timeout, max(self.budget - self.spent, 1.0))
+            started = time.monotonic()
+            self.calls += 1
+            try:
+                # The worker interrupts the call itself at ``limit`` (no restart needed); the hard
+                # timeout a little later kills it if the interrupt was swallowed or never came.
+                reply, reply_blobs = self.session.request(dict(request, soft_timeout=limit), blobs,
+                                                          timeout=limit + _grace(limit))
+            except WorkerTimedOut:
+                failure = self._strike(name, StudentTimeout, _timeout_message(limit), call_text)
+            except WorkerDied as exc:
+                failure = self._strike(name, StudentCrash, f"the worker running your code {exc.how}",
+                                       call_text, _tail(exc.output))
+            finally:
+                self.spent += time.monotonic() - started
+            err = reply.get("error") if failure is None else None
+            if isinstance(err, dict) and err.get("kind") == "timeout":
+                failure = self._strike(name, StudentTimeout, _timeout_message(limit), call_text)
+            slow = time.monotonic() - started >= limit / 2
+            if (failure is None and isinstance(err, dict) and isinstance(err.get("message"), str)
+                    and err.get("kind") not in ("grader", "timeout") and (err.get("kind") == "memory" or slow)):
+                # A failure that hit the memory limit or took half the timeout costs seconds each
+                # time: it strikes like a timeout, so it cannot eat the budget of the other items.
+                tb = err.get("traceback") if isinstance(err.get("traceback"), str) else ""
+                cls = _ERROR_KINDS.get(str(err.get("kind")), StudentException)
+                failure = self._strike(name, cls, err["message"], call_text, tb)
+        if failure is not None:
+            # One raise site, outside any except block (no __context__): a replay of the same
+            # input by Hypothesis then fails the same way, instead of reading as "flaky".
+            raise failure
         if reply.get("ok"):
             try:
                 body = ch.decode(reply.get("body"), reply_blobs)
@@ -203,11 +250,40 @@ class Submission:
         if not isinstance(err, dict) or not all(isinstance(err.get(k), str) for k in ("kind", "message")):
             raise BadReturn("the worker's reply is malformed", function=name, call=call_text)
         kind, message, tb = err["kind"], err["message"], err.get("traceback", "")
-        cls = {"exception": StudentException, "missing": MissingDefinition, "return": BadReturn,
-               "signature": SignatureMismatch}.get(kind)
+        if not isinstance(tb, str):
+            tb = ""
+        cls = _ERROR_KINDS.get(kind)
         if cls is None:
-            raise GraderError(f"worker reported a grader fault for {call_text}: {message}")
+            raise GraderError(f"worker reported a grader fault for {call_text}: {message}\n{tb}".rstrip())
         raise cls(message, function=name, traceback=tb, call=call_text)
+
+    def _strike(self, name: str, cls: type[StudentError], message: str, call_text: str,
+                tb: str = "") -> StudentError:
+        self.strikes[name] = self.strikes.get(name, 0) + 1
+        self._failures[name] = (cls, message, tb)
+        return cls(message, function=name, call=call_text, traceback=tb)
+
+    def _repeat_failure(self, name: str, call_text: str) -> StudentError | None:
+        """After ``max_strikes`` timeouts/crashes of ``name``: the same failure, at once."""
+        if self.strikes.get(name, 0) < self.max_strikes or name not in self._failures:
+            return None
+        cls, message, tb = self._failures[name]
+        return cls(f"{message}; not run again after {self.strikes[name]} such calls", function=name,
+                   call=call_text, traceback=tb)
+
+
+#: the worker's error kinds that are the student's doing ("grader" is ours: a GraderError)
+_ERROR_KINDS: dict[str, type[StudentError]] = {
+    "exception": StudentException, "memory": StudentException, "missing": MissingDefinition,
+    "return": BadReturn, "signature": SignatureMismatch}
+
+
+def _grace(limit: float) -> float:
+    return min(max(1.0, 0.25 * limit), 10.0)
+
+
+def _timeout_message(limit: float) -> str:
+    return f"did not finish within {limit:g} s (an endless loop?)"
 
 
 # ----------------------------------------------------------------------------- wire conversion

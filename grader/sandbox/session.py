@@ -1,9 +1,20 @@
 """One sandboxed worker for one submission, seen from the trusted side.
 
 ``WorkerSession`` stages the worker code, the given files and a sanitized copy of the submission,
-starts the worker (``launcher.spawn``), loads the submission's extracted definitions into it and
-then answers ``request()`` calls with wall-clock timeouts. When a call times out or the worker
-dies, the session is marked dead; ``restart()`` starts a fresh worker and loads again.
+starts the worker (``launcher.spawn``), checks that it answers (else the *grader* is at fault:
+:class:`~grader.errors.GraderError`), then loads the submission's extracted definitions into it
+**one file at a time**: a file whose loading hangs or kills the worker is recorded in
+:attr:`WorkerSession.broken` with the reason, the worker is restarted and the other files are
+loaded without it -- so an endless loop in ``lab1.ipynb`` costs Lab 1, not the whole submission.
+
+``request()`` sends one frame and waits for the answer with a wall-clock timeout; a timeout, a
+crash or a malformed answer kills the worker (``WorkerTimedOut`` / ``WorkerDied``), and the next
+``start()`` brings up a fresh one. Replies are read by one thread per worker into a queue of one,
+so a worker that spams frames blocks on its pipe instead of filling the grader's memory.
+
+At the ``rlimit`` level the scratch folder is a plain folder: the launcher's watchdog stops the
+worker when it holds more than ``Limits.scratch_mb`` or ``Limits.scratch_files`` entries (at the
+``bwrap`` level a size-limited tmpfs does that).
 """
 
 from __future__ import annotations
@@ -12,17 +23,27 @@ import contextlib
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.discover import IGNORED_DIRS, Discovery
+from grader.discover import Discovery, walk_files
+from grader.errors import GraderError
 from grader.sandbox import channel as ch
 from grader.sandbox.launcher import Isolation, Limits, SandboxProcess, spawn, stage_dir
 
-__all__ = ["WorkerSession", "WorkerDied", "WorkerTimedOut", "LoadReport", "stage_submission", "GIVEN_SOURCES"]
+__all__ = [
+    "GIVEN_SOURCES",
+    "LoadReport",
+    "WorkerDied",
+    "WorkerSession",
+    "WorkerTimedOut",
+    "stage_submission",
+    "unit_module_name",
+]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -35,6 +56,7 @@ GIVEN_SOURCES = {
 }
 MAX_COPY_FILE = 1 << 20  # other files of a submission are copied only if smaller than this
 MAX_COPY_TOTAL = 64 << 20
+START_TIMEOUT = 120.0  # the worker's own start (importing torch) on a loaded machine
 
 
 class WorkerDied(Exception):
@@ -52,11 +74,14 @@ class WorkerTimedOut(Exception):
 @dataclass
 class LoadReport:
     units: list[dict] = field(default_factory=list)  # worker's per-unit status
-    error: str | None = None  # the whole load failed (timeout, crash)
+    broken: dict[str, str] = field(default_factory=dict)  # file -> why it could not be loaded
+    error: str | None = None  # kept for callers: the whole load failed
     seconds: float = 0.0
 
     def unit_errors(self) -> list[str]:
-        out = []
+        out = [f"{unit}: could not be loaded: {why}" for unit, why in self.broken.items()]
+        out += [f"{u['unit']}: named like the module {u['shadowing']}, so `import {u['shadowing']}` gets the "
+                "real one; rename the file if you meant to import it" for u in self.units if u.get("shadowing")]
         for u in self.units:
             for cell in u.get("cells", []):
                 err = cell["error"]
@@ -65,29 +90,50 @@ class LoadReport:
         return out
 
 
+def unit_module_name(file: str) -> str:
+    """The module name a unit is loaded as: ``FP_layers.py`` -> ``FP_layers`` (so a notebook's
+    ``import FP_layers`` finds it), ``hw4.ipynb`` -> ``nb_hw4``."""
+    stem = Path(file).stem
+    if file.endswith(".py"):
+        return stem
+    return "nb_" + "".join(c if c.isalnum() else "_" for c in stem)
+
+
 def stage_submission(src: Path, dest: Path) -> list[str]:
-    """Copy what the worker may need of a submission: sources always, small other files."""
-    skipped, total = [], 0
+    """Copy what the worker may need of a submission: sources always, small other files.
+
+    Never follows a symlink (file or folder) and copies only regular files; hidden files,
+    ignored folders and anything past ``discover.MAX_ENTRIES`` entries are left out.
+    Returns the relative paths left out for their size.
+    """
+    skipped: list[str] = []
+    total = 0
     dest.mkdir(parents=True, exist_ok=True)
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        if any(p in IGNORED_DIRS or p.startswith(".") for p in rel.parts) or path.is_symlink():
-            continue
-        if not path.is_file():
-            continue
-        size = path.stat().st_size
+    for rel in walk_files(src)[0]:
+        path = src / rel
+        size = path.lstat().st_size
         is_source = path.suffix in (".py", ".ipynb")
         if (not is_source and size > MAX_COPY_FILE) or total + size > MAX_COPY_TOTAL:
             skipped.append(str(rel))
             continue
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        target.chmod(0o644)
+        _copy_regular(path, target)
         total += size
     for d in [dest, *[p for p in dest.rglob("*") if p.is_dir()]]:
         d.chmod(0o755)
     return skipped
+
+
+def _copy_regular(src: Path, dst: Path) -> None:
+    # O_NOFOLLOW: the entry was checked not to be a symlink, and must not become one meanwhile.
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as fin, open(dst, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+    finally:
+        os.close(fd)
+    dst.chmod(0o644)
 
 
 class WorkerSession:
@@ -100,14 +146,20 @@ class WorkerSession:
         self.load_timeout, self.max_result_bytes = load_timeout, max_result_bytes
         self.slot, self.threads = slot, threads
         self.stage = stage_dir()
-        self._stage_files()
         self.proc: SandboxProcess | None = None
         self.load_report: LoadReport | None = None
+        #: files whose loading hung or killed the worker -> why; never loaded again
+        self.broken: dict[str, str] = {}
         self.restarts = 0
         self._ids = 0
-        self._replies: queue.Queue = queue.Queue()
-        self._out_fd: int | None = None
-        self._in_file = None
+        self._replies: queue.Queue = queue.Queue(maxsize=1)
+        self._stop_reader = threading.Event()
+        self._in_file: Any = None  # the request pipe's write end (a raw file object)
+        try:
+            self._stage_files()
+        except BaseException:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            raise
 
     # -------------------------------------------------------------- staging and start
 
@@ -123,7 +175,12 @@ class WorkerSession:
             (self.stage / sub).chmod(0o755)
             for f in (self.stage / sub).iterdir():
                 f.chmod(0o644)
+        self._fresh_scratch()
+
+    def _fresh_scratch(self) -> None:
         scratch = self.stage / "scratch"
+        if scratch.exists():
+            shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
         scratch.chmod(0o1777)
 
@@ -133,10 +190,10 @@ class WorkerSession:
                     "scratch": "/scratch"}
         return {k: str(self.stage / k) for k in ("code", "given", "submission", "scratch")}
 
-    def start(self) -> LoadReport:
-        """Start the worker and load the submission's definitions into it."""
-        import sys
-
+    def _spawn(self) -> None:
+        """Start a fresh worker process (killing the old one) with a clean scratch folder."""
+        self.kill()
+        self._fresh_scratch()
         paths = self._paths()
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
@@ -152,53 +209,114 @@ class WorkerSession:
                 "--threads", str(self.threads)]
         binds = [(str(self.stage / "code"), paths["code"]), (str(self.stage / "given"), paths["given"]),
                  (str(self.stage / "submission"), paths["submission"])]
+        bwrap = self.isolation.level == "bwrap"
+        rw_binds = [] if bwrap else [(paths["scratch"], paths["scratch"])]
         try:
             self.proc = spawn(argv, isolation=self.isolation, limits=self.limits, binds=binds,
-                              env=env, cwd=paths["scratch"], pass_fds=(req_r, resp_w), slot=self.slot,
-                              tmpfs_scratch=paths["scratch"] if self.isolation.level == "bwrap" else None)
+                              rw_binds=rw_binds, env=env, cwd=paths["scratch"], pass_fds=(req_r, resp_w),
+                              slot=self.slot, tmpfs_scratch=paths["scratch"] if bwrap else None)
+        except (OSError, ValueError, RuntimeError) as exc:
+            for fd in (req_w, resp_r):
+                os.close(fd)
+            raise GraderError(f"the sandbox could not be started ({self.isolation.level}): {exc}") from exc
         finally:
             os.close(req_r)
             os.close(resp_w)
         self._in_file = os.fdopen(req_w, "wb", buffering=0)
-        self._replies = queue.Queue()
+        self._replies = queue.Queue(maxsize=1)
+        self._stop_reader = threading.Event()
         reader = os.fdopen(resp_r, "rb", buffering=0)
-        threading.Thread(target=self._read_loop, args=(reader, self._replies), daemon=True).start()
+        threading.Thread(target=self._read_loop, args=(reader, self._replies, self._stop_reader),
+                         daemon=True, name="sandbox-reader").start()
+
+    def start(self) -> LoadReport:
+        """Start the worker and load the submission's files into it, one at a time.
+
+        Raises:
+            GraderError: the worker does not start or answer although no student code ran yet.
+        """
         started = time.monotonic()
-        report = LoadReport()
-        try:
-            reply, _ = self.request({"op": "load", "units": self._units()}, timeout=self.load_timeout)
-            if reply.get("ok"):
-                report.units = ch.decode(reply["body"], [])["units"]
-            else:
-                report.error = reply["error"]["message"]
-        except WorkerTimedOut as exc:
-            report.error = f"loading your files did not finish within {exc.seconds:g} s (an endless loop at the top level?)"
-        except WorkerDied as exc:
-            report.error = f"the worker {exc.how} while loading your files"
+        units = self._units()
+        report = LoadReport(broken=self.broken)
+        for _attempt in range(len(units) + 1):
+            self._spawn()
+            self._check_started()
+            report.units = []
+            if self._load_all(units, report):
+                break
         report.seconds = time.monotonic() - started
         self.load_report = report
         return report
+
+    def _check_started(self) -> None:
+        try:
+            reply, _ = self.request({"op": "ping"}, timeout=max(START_TIMEOUT, self.load_timeout))
+        except (WorkerTimedOut, WorkerDied) as exc:
+            how = exc.how if isinstance(exc, WorkerDied) else str(exc)
+            tail = "\n".join(exc.output.strip().splitlines()[-20:])
+            raise GraderError(f"the sandboxed worker did not start ({how}) before any student code "
+                              f"ran:\n{tail}") from None
+        if not reply.get("ok"):
+            raise GraderError(f"the sandboxed worker did not start: {reply.get('error')}")
+
+    def _load_all(self, units: list[dict], report: LoadReport) -> bool:
+        """Load every unit not known to be broken; False when one broke (restart needed)."""
+        for unit in units:
+            name = unit["unit"]
+            if name in self.broken:
+                continue
+            try:
+                reply, blobs = self.request({"op": "load", "units": [unit]}, timeout=self.load_timeout)
+            except WorkerTimedOut as exc:
+                self.broken[name] = (f"loading it did not finish within {exc.seconds:g} s (an endless "
+                                     "loop in a class body, decorator, default argument or import?)")
+                return False
+            except WorkerDied as exc:
+                self.broken[name] = f"the worker running your code {exc.how} while loading it"
+                return False
+            try:
+                body = ch.decode(reply.get("body"), blobs) if reply.get("ok") else None
+            except ch.ChannelError as exc:
+                body, reply = None, {"error": {"message": f"a malformed answer ({exc})"}}
+            if not isinstance(body, dict) or not isinstance(body.get("units"), list):
+                err = reply.get("error")
+                message = err.get("message") if isinstance(err, dict) else "a malformed answer"
+                # Only student code ran in this worker since the ping: its doing, not ours.
+                self.broken[name] = f"the worker could not load it: {message}"
+                self.kill()
+                return False
+            report.units.extend(u for u in body["units"] if isinstance(u, dict))
+        return True
 
     def _units(self) -> list[dict]:
         units = []
         for file in self.discovery.units():
             ex = self.discovery.files[file]
-            module = Path(file).stem if file.endswith(".py") else "nb_" + "".join(
-                c if c.isalnum() else "_" for c in Path(file).stem)
-            units.append({"unit": file, "module": module,
+            units.append({"unit": file, "module": unit_module_name(file),
                           "cells": [{"label": c.label, "source": c.source} for c in ex.cells]})
         return units
 
-    def _read_loop(self, reader, replies: queue.Queue) -> None:
-        with reader:
-            while True:
+    def _read_loop(self, reader, replies: queue.Queue, stop: threading.Event) -> None:
+        def put(item: tuple) -> bool:
+            while not stop.is_set():
                 try:
-                    replies.put(("frame", ch.read_frame(reader, self.max_result_bytes)))
+                    replies.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        with reader:
+            while not stop.is_set():
+                try:
+                    frame = ch.read_frame(reader, self.max_result_bytes)
                 except EOFError:
-                    replies.put(("eof", None))
+                    put(("eof", None))
                     return
                 except (ch.ChannelError, OSError, ValueError) as exc:
-                    replies.put(("bad", str(exc)))
+                    put(("bad", str(exc)))
+                    return
+                if not put(("frame", frame)):
                     return
 
     # -------------------------------------------------------------- requests
@@ -213,7 +331,7 @@ class WorkerSession:
 
         Raises:
             WorkerTimedOut: no reply in ``timeout`` seconds (the worker is killed).
-            WorkerDied: the worker exited, or broke the channel.
+            WorkerDied: the worker exited, was stopped by a watchdog, or broke the channel.
         """
         if not self.alive or self._in_file is None:
             raise WorkerDied(self._how_died(), self._output())
@@ -222,8 +340,9 @@ class WorkerSession:
         try:
             ch.write_frame(self._in_file, header, blobs or [])
         except (BrokenPipeError, OSError):
+            how = self._how_died()
             self.kill()
-            raise WorkerDied(self._how_died(), self._output()) from None
+            raise WorkerDied(how, self._output()) from None
         try:
             kind, payload = self._replies.get(timeout=timeout)
         except queue.Empty:
@@ -259,6 +378,7 @@ class WorkerSession:
     # -------------------------------------------------------------- lifecycle
 
     def kill(self) -> None:
+        self._stop_reader.set()
         if self.proc is not None:
             self.proc.kill()
         if self._in_file is not None:
@@ -267,7 +387,6 @@ class WorkerSession:
             self._in_file = None
 
     def restart(self) -> LoadReport:
-        self.kill()
         self.restarts += 1
         return self.start()
 

@@ -16,6 +16,15 @@ Requests (``op``):
                accuracy, ...) that needs student code in the loop.
     ``ping``   liveness.
 
+``call`` and ``probe`` may carry ``soft_timeout`` (seconds): a SIGALRM then interrupts the
+student's code and the reply is an error of kind ``timeout`` -- the worker survives, so a hang
+costs no restart. The grader's own (hard) timeout, a little later, kills a worker whose code
+swallowed the interrupt or hangs in C. Error kinds: ``exception`` (the student's code raised;
+traceback trimmed to the student's frames), ``signature`` (the function does not accept the
+arguments the grader passes), ``return`` (the return value cannot be sent back as data),
+``missing``, ``timeout``, ``grader`` (a fault of the harness, never blamed on the student).
+A student file named like a module the worker uses (``numpy.py``) loads under a private name.
+
 Imports: the standard library, NumPy, torch, and ``channel`` (copied next to this file).
 """
 
@@ -24,10 +33,11 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib.util
-import io
+import inspect
 import linecache
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -35,8 +45,8 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
 
-import channel as ch  # noqa: E402
-import numpy as np  # noqa: E402
+import channel as ch
+import numpy as np
 
 GIVEN_DIR = os.environ.get("HW4_GIVEN_DIR", "")
 SUBMISSION_DIR = os.environ.get("HW4_SUBMISSION_DIR", "")
@@ -63,8 +73,13 @@ def op_load(req: dict) -> dict:
         name, modname = unit["unit"], unit["module"]
         module = types.ModuleType(modname)
         module.__file__ = os.path.join(SUBMISSION_DIR, name)
-        sys.modules[modname] = module
         status = {"unit": name, "ok": True, "cells": []}
+        if _shadows_installed(modname, module.__file__):
+            # A student file called numpy.py or random.py must not replace the real module for
+            # the worker and every other unit: it loads under a private name instead.
+            status["shadowing"] = modname
+            modname = module.__name__ = f"_hw4_unit_{modname}"
+        sys.modules[modname] = module
         for cell in unit["cells"]:
             filename = f"{STUDENT_FILES_PREFIX}{name}, {cell['label']}"
             source = cell["source"]
@@ -81,7 +96,7 @@ def op_load(req: dict) -> dict:
                     code = compile(ast.Module(body=[stmt], type_ignores=[]), filename, "exec",
                                    dont_inherit=True)
                     exec(code, module.__dict__)  # the student's definitions, inside the sandbox
-                except BaseException as exc:  # noqa: BLE001 - a student cell may raise anything
+                except BaseException as exc:
                     if isinstance(exc, KeyboardInterrupt):
                         raise
                     status["ok"] = False
@@ -93,27 +108,45 @@ def op_load(req: dict) -> dict:
     return {"units": results}
 
 
+def _shadows_installed(modname: str, student_file: str) -> bool:
+    """Would registering ``modname`` replace a module the worker has imported (numpy, torch,
+    the channel, ...) or a standard-library one? (A clash with some other installed package only
+    changes what the student's own code imports, as it would on their machine.)"""
+    del student_file
+    return modname in sys.modules or modname in sys.stdlib_module_names or modname in sys.builtin_module_names
+
+
 # ----------------------------------------------------------------------------- calls
 
 
 def op_call(req: dict, blobs: list[bytes]) -> dict:
     fn = _resolve(req["target"])
-    args = ch.decode(req["args"], blobs, specs=True)
-    kwargs = ch.decode(req["kwargs"], blobs, specs=True)
-    builder = _Builder()
-    args = [builder.build(a, args_so_far=None) for a in args]
-    builder.args = args
-    args = [builder.build_late(a) for a in args]
-    kwargs = {k: builder.build_late(builder.build(v, None)) for k, v in kwargs.items()}
-    before = {i: _param_ids(a) for i, a in enumerate(args)}
+    try:
+        args = ch.decode(req["args"], blobs, specs=True)
+        kwargs = ch.decode(req["kwargs"], blobs, specs=True)
+        builder = _Builder()
+        args = [builder.build(a, args_so_far=None) for a in args]
+        builder.args = args
+        args = [builder.build_late(a) for a in args]
+        kwargs = {k: builder.build_late(builder.build(v, None)) for k, v in kwargs.items()}
+        before = {i: _param_ids(a) for i, a in enumerate(args)}
+    except Reply:
+        raise
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | CallTimeout):
+            raise
+        raise _fault(exc, "building the inputs") from None
     _seed(req.get("seed", 0))
     started = time.perf_counter()
     try:
         result = fn(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001
-        if isinstance(exc, KeyboardInterrupt):
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | CallTimeout):
             raise
-        raise Reply("exception", f"{type(exc).__name__}: {exc}", _student_traceback(exc)) from None
+        mismatch = _signature_mismatch(fn, req["target"], args, kwargs, exc)
+        if mismatch:
+            raise Reply("signature", mismatch) from None
+        raise _student_reply(exc) from None
     seconds = time.perf_counter() - started
     inplace = {str(i): _inplace(before[i], a) for i, a in enumerate(args) if before[i] is not None}
     return {
@@ -123,6 +156,26 @@ def op_call(req: dict, blobs: list[bytes]) -> dict:
         "inplace": inplace,
         "seconds": seconds,
     }
+
+
+def _signature_mismatch(fn, target: str, args: list, kwargs: dict, exc: BaseException) -> str | None:
+    """A readable message when the call failed because the student's function does not accept
+    the arguments the grader passes (an older term's signature), not inside its body."""
+    if not isinstance(exc, TypeError) or any(
+            _is_student(f.filename) for f in traceback.extract_tb(exc.__traceback__)):
+        return None
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    try:
+        sig.bind(*args, **kwargs)
+        return None
+    except TypeError as why:
+        name = target.partition(":")[2]
+        passed = ", ".join(["<arg>"] * len(args) + [f"{k}=..." for k in kwargs])
+        return (f"the grader calls {name}({passed}), but your function is {name}{sig}: {why}. "
+                "This part needs the parameters the assignment asks for.")
 
 
 def _resolve(target: str):
@@ -258,6 +311,7 @@ def given_resnet(fp: str) -> types.ModuleType:
     if key not in _GIVEN:
         if fp == "float":
             fp_module = _load_file("_hw4_fp_float", os.path.join(GIVEN_DIR, "fp_layers_float.py"))
+            fp_module.STE = _FullPrecisionSTE  # the template's STE is a stub whose backward raises
         else:
             fp_module = _student_fp_layers()
         saved = sys.modules.get("FP_layers")
@@ -270,6 +324,17 @@ def given_resnet(fp: str) -> types.ModuleType:
             else:
                 sys.modules["FP_layers"] = saved
     return _GIVEN[key]
+
+
+class _FullPrecisionSTE:
+    """``STE`` of the trusted float model: the weight itself, so autograd differentiates the
+    plain layer (a finetune test needs a backward pass; no quantizer sits in the sandbox)."""
+
+    @staticmethod
+    def apply(w, bit=None, symmetric=False):
+        if bit is not None:
+            raise Reply("grader", f"the trusted float ResNet-20 cannot quantize to {bit} bits")
+        return w
 
 
 def _student_fp_layers() -> types.ModuleType:
@@ -306,10 +371,10 @@ def op_probe(req: dict, blobs: list[bytes]) -> dict:
         return probe(**kwargs)
     except Reply:
         raise
-    except BaseException as exc:  # noqa: BLE001
-        if isinstance(exc, KeyboardInterrupt):
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | CallTimeout):
             raise
-        raise Reply("exception", f"{type(exc).__name__}: {exc}", _student_traceback(exc)) from None
+        raise _student_reply(exc) from None
 
 
 PROBES: dict = {}
@@ -341,23 +406,47 @@ def _load_probes() -> None:
 # ----------------------------------------------------------------------------- errors
 
 
+def _student_reply(exc: BaseException) -> Reply:
+    """The reply for an exception the student's code raised. A MemoryError is the memory limit
+    at work: kind ``memory``, so the grader counts it like a timeout (it may have cost seconds)."""
+    message = f"{type(exc).__name__}: {_safe_str(exc)}"
+    if isinstance(exc, MemoryError):
+        return Reply("memory", f"{message} (it reached the sandbox's memory limit)", _student_traceback(exc))
+    return Reply("exception", message, _student_traceback(exc))
+
+
+def _fault(exc: BaseException, doing: str) -> Reply:
+    """An exception outside the student's function: theirs if their code is on the traceback
+    (an FP layer's constructor, a monkeypatched library), else the grader's."""
+    if any(_is_student(f.filename) for f in traceback.extract_tb(exc.__traceback__)):
+        return Reply("exception", f"{type(exc).__name__}: {_safe_str(exc)}", _student_traceback(exc))
+    return Reply("grader", f"{doing}: {type(exc).__name__}: {_safe_str(exc)}",
+                 "".join(traceback.format_exception(exc))[-4000:])
+
+
 def _student_error(exc: BaseException) -> dict:
     return {"type": type(exc).__name__, "message": _safe_str(exc), "traceback": _student_traceback(exc)}
 
 
 def _safe_str(exc: BaseException) -> str:
     try:
-        return str(exc)[:2000]
-    except BaseException:  # noqa: BLE001 - a hostile __str__
+        text = str(exc)
+        return text[:2000] if type(text) is str else "<unprintable>"
+    except BaseException:
         return "<unprintable>"
 
 
 def _student_traceback(exc: BaseException) -> str:
-    """The traceback trimmed to the student's own frames (and the frame that raised)."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    """The traceback trimmed to the student's own frames; just the exception when none is."""
+    try:
+        frames = traceback.extract_tb(exc.__traceback__)
+    except BaseException:
+        frames = traceback.StackSummary()
+    # Only the student's own frames: the worker, the harness and library internals are noise to
+    # a student (and the harness's frames are ours).
     keep = [f for f in frames if _is_student(f.filename)]
-    if frames and frames[-1] not in keep:
-        keep.append(frames[-1])
+    if not keep:
+        return f"{type(exc).__name__}: {_safe_str(exc)}"
     lines = ["Traceback (your code):"]
     for f in keep:
         lines.append(f'  File "{f.filename.removeprefix(STUDENT_FILES_PREFIX)}", line {f.lineno}, in {f.name}')
@@ -376,39 +465,104 @@ def _is_student(filename: str) -> bool:
 # ----------------------------------------------------------------------------- main loop
 
 
+class CallTimeout(BaseException):
+    """The soft deadline of a call passed (raised from the SIGALRM handler)."""
+
+
+_DEADLINE = {"armed": False, "fired": False}
+
+
+def _on_alarm(signum, frame) -> None:
+    _DEADLINE["fired"] = True
+    if _DEADLINE["armed"]:
+        raise CallTimeout()
+
+
+def _arm(seconds: float) -> None:
+    """Interrupt the student's code after ``seconds`` (a Python-level loop ends here, without
+    killing the worker; a loop in C code, or code that swallows the interrupt, is killed by the
+    grader's hard timeout a little later)."""
+    _DEADLINE.update(armed=True, fired=False)
+    signal.signal(signal.SIGALRM, _on_alarm)  # again: a student may have replaced the handler
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _disarm() -> None:
+    _DEADLINE["armed"] = False
+    signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _handle(op: str, req: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+    if op == "ping":
+        body = {"pid": os.getpid(), "uid": os.getuid()}
+    elif op == "load":
+        body = op_load(req)
+    elif op == "call":
+        body = op_call(req, blobs)
+    elif op == "probe":
+        body = op_probe(req, blobs)
+    else:
+        raise Reply("grader", f"unknown op {op!r}")
+    enc = ch.Encoder()
+    try:
+        header = {"ok": True, "id": req.get("id"), "body": enc.encode(body)}
+    except ch.Unsupported as exc:
+        raise Reply("return", f"the return value cannot be graded: {exc} "
+                              "(return numbers, lists, numpy arrays or tensors)") from None
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | CallTimeout):
+            raise
+        raise Reply("return", f"the return value cannot be sent back: {type(exc).__name__}: "
+                              f"{_safe_str(exc)}") from None
+    return header, enc.blobs
+
+
 def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
-    reader = io.open(fd_in, "rb", buffering=0)
-    writer = io.open(fd_out, "wb", buffering=0)
+    reader = open(fd_in, "rb", buffering=0)
+    writer = open(fd_out, "wb", buffering=0)
     while True:
         try:
             req, blobs = ch.read_frame(reader, max_bytes)
         except EOFError:
             return
         op = req.get("op")
+        soft = req.get("soft_timeout") if op in ("call", "probe") else None
+        soft = float(soft) if isinstance(soft, int | float) and soft > 0 else None
+        started = time.monotonic()
         try:
-            if op == "ping":
-                body = {"pid": os.getpid(), "uid": os.getuid()}
-            elif op == "load":
-                body = op_load(req)
-            elif op == "call":
-                body = op_call(req, blobs)
-            elif op == "probe":
-                body = op_probe(req, blobs)
-            else:
-                raise Reply("grader", f"unknown op {op!r}")
-            enc = ch.Encoder()
             try:
-                header = {"ok": True, "id": req.get("id"), "body": enc.encode(body)}
-            except ch.Unsupported as exc:
-                raise Reply("return", f"the return value cannot be graded: {exc} "
-                                      "(return numbers, lists, numpy arrays or tensors)") from None
-            out_blobs = enc.blobs
+                if soft:
+                    _arm(soft)
+                header, out_blobs = _handle(op, req, blobs)
+            finally:
+                if soft:
+                    _disarm()
+            # Interrupted code that swallowed the interrupt and returned anyway still took too long.
+            if soft and (_DEADLINE["fired"] or time.monotonic() - started > soft):
+                raise CallTimeout()
+        except CallTimeout:
+            header, out_blobs = {"ok": False, "id": req.get("id"),
+                                 "error": {"kind": "timeout", "message": f"did not finish within {soft:g} s",
+                                           "traceback": ""}}, []
         except Reply as r:
             header, out_blobs = {"ok": False, "id": req.get("id"),
                                  "error": {"kind": r.kind, "message": r.message, "traceback": r.tb}}, []
-        sys.stdout.flush()
-        sys.stderr.flush()
-        ch.write_frame(writer, header, out_blobs)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            r = _fault(exc, f"the worker failed on {op!r}")
+            header, out_blobs = {"ok": False, "id": req.get("id"),
+                                 "error": {"kind": r.kind, "message": r.message, "traceback": r.tb}}, []
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                pass
+        try:
+            ch.write_frame(writer, header, out_blobs)
+        except ValueError as exc:  # e.g. a NaN in a message: send what can be sent
+            ch.write_frame(writer, {"ok": False, "id": req.get("id"),
+                                    "error": {"kind": "return", "message": f"unsendable reply: {exc}"}}, [])
 
 
 def main() -> None:
@@ -418,9 +572,12 @@ def main() -> None:
     parser.add_argument("--max-bytes", type=int, default=64 << 20)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    for path in (SUBMISSION_DIR, GIVEN_DIR):
-        if path and path not in sys.path:
-            sys.path.insert(0, path)  # given first: resnet20/train_util are always ours
+    # The given files first (resnet20/train_util are always ours), the submission last: a
+    # student file named like a library module must never replace the library.
+    if GIVEN_DIR and GIVEN_DIR not in sys.path:
+        sys.path.insert(0, GIVEN_DIR)
+    if SUBMISSION_DIR and SUBMISSION_DIR not in sys.path:
+        sys.path.append(SUBMISSION_DIR)
     import torch
 
     torch.set_num_threads(max(args.threads, 1))

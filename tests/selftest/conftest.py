@@ -38,10 +38,12 @@ def submission_copy(tmp_path):
     return copy
 
 
-def grade(path: Path, *, notebooks: bool = False, public: bool = False, isolation: str = "auto"):
+def grade(path: Path, *, notebooks: bool = False, public: bool = False, isolation: str = "auto",
+          k: str | None = None):
     """Grade one folder with ``python -m grader.grade`` in a child process (a grading run is a
     pytest session of its own; it must not share this one's global state). Returns the
-    ``SubmissionResult``."""
+    ``SubmissionResult``. ``k``: a pytest ``-k`` expression selecting rubric tests (whole items,
+    e.g. ``"lab1e or lab1b"``), to keep a test of a few items fast."""
     import json
     import subprocess
     import sys
@@ -54,7 +56,18 @@ def grade(path: Path, *, notebooks: bool = False, public: bool = False, isolatio
         cmd = [sys.executable, "-m", "grader.grade", str(path), "--json", str(out), "--isolation", isolation]
         cmd += [] if notebooks else ["--no-notebooks"]
         cmd += ["--public"] if public else []
+        cmd += ["-k", k] if k else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800, check=False)
         if proc.returncode != 0 or not out.exists():
             raise AssertionError(f"grading {path} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return SubmissionResult.from_dict(json.loads(out.read_text()))
+
+
+@pytest.fixture(scope="session")
+def sample_batch(tmp_path_factory):
+    """Every bundled sample graded once per session by the real command line:
+    ``hw4grade grade fixtures/submissions --out OUT --workers 2 --no-notebooks`` (a ``GradedBatch``
+    from ``batch_support``; read it, never write to it: copy it first)."""
+    from batch_support import grade_samples
+
+    return grade_samples(tmp_path_factory.mktemp("sample-batch"))

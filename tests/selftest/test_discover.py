@@ -1,0 +1,93 @@
+"""Finding the required names in whatever files of a submission define them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from grader import discover as disc
+from grader.discover import discover, walk_files
+from grader.sandbox.session import stage_submission
+
+
+def _nb(path: Path, *sources: str) -> None:
+    cells = [{"cell_type": "code", "metadata": {}, "source": s, "outputs": [], "execution_count": None}
+             for s in sources]
+    path.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+
+
+def test_the_correct_sample_defines_every_required_name(correct_sample):
+    found = discover(correct_sample)
+    assert found.missing == [] and found.problems == [] and found.duplicates == {}
+    assert str(found.found["STE"]).startswith("FP_layers.py") and found.found["run_gd"].file == "lab1.ipynb"
+    assert any("resnet20.py: a given file" in line for line in found.ignored)
+
+
+def test_names_are_found_in_freely_named_files_and_reported_where(tmp_path):
+    _nb(tmp_path / "lab1_alice.ipynb", "def run_gd(X, y, lr=0.02, steps=200):\n    return X\n")
+    _nb(tmp_path / "HW4_Lab2_and_3.ipynb", "import torch\n",
+        "def prune_by_percentage(layer, q=70.0):\n    pass\n")
+    found = discover(tmp_path)
+    assert str(found.found["run_gd"]) == "lab1_alice.ipynb (cell 1, line 1)"
+    assert str(found.found["prune_by_percentage"]) == "HW4_Lab2_and_3.ipynb (cell 2, line 1)"
+    assert "STE: not found in any file" in found.summary()
+
+
+def test_a_name_defined_twice_differently_is_reported_and_graded_from_the_preferred_file(tmp_path):
+    (tmp_path / "FP_layers.py").write_text("class STE:\n    pass\n")
+    _nb(tmp_path / "hw4.ipynb", "class STE:\n    x = 1\n")
+    found = discover(tmp_path)
+    assert found.found["STE"].file == "FP_layers.py"
+    assert [loc.file for loc in found.duplicates["STE"]] == ["FP_layers.py", "hw4.ipynb"]
+
+
+def test_symlinks_are_never_followed_into_the_grader(tmp_path):
+    """A link to the grader's tests (a folder or a file) is not read as part of the submission."""
+    repo = Path(__file__).resolve().parent.parent.parent
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "rubric").symlink_to(repo / "tests" / "rubric")
+    (sub / "lab1.py").symlink_to(repo / "reference" / "lab1.py")
+    (sub / "mine.py").write_text("def loss(W, X, y):\n    return 0.0\n")
+    found = discover(sub)
+    assert list(found.files) == ["mine.py"]
+    staged = tmp_path / "staged"
+    stage_submission(sub, staged)
+    assert sorted(p.name for p in staged.rglob("*")) == ["mine.py"]
+
+
+def test_hidden_files_junk_and_deep_files_are_left_out(tmp_path):
+    for rel in ("__MACOSX/._lab1.py", ".ipynb_checkpoints/lab1-checkpoint.py", ".hidden.py",
+                "a/b/c/deep.py", "a/ok.py"):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("def loss(W, X, y):\n    return 0.0\n")
+    found = discover(tmp_path)
+    assert list(found.files) == ["a/ok.py"]
+    assert "a/b/c/deep.py: deeper than 3 folders; not read" in found.ignored
+
+
+def test_a_folder_of_very_many_entries_costs_a_bounded_scan(tmp_path, monkeypatch):
+    monkeypatch.setattr(disc, "MAX_ENTRIES", 50)
+    for i in range(120):
+        (tmp_path / f"f{i:03}.txt").write_text("")
+    (tmp_path / "zz.py").write_text("def loss(W, X, y):\n    return 0\n")
+    files, truncated = walk_files(tmp_path, 50)
+    assert truncated and len(files) == 50
+    found = discover(tmp_path)
+    assert any("more than 50 files and folders" in p for p in found.problems)
+
+
+def test_unreadable_files_become_problems_naming_them(tmp_path):
+    (tmp_path / "broken.ipynb").write_text("{not json")
+    (tmp_path / "fine.py").write_text("def loss(W, X, y):\n    return 0\n")
+    found = discover(tmp_path)
+    assert list(found.files) == ["fine.py"]
+    assert len(found.problems) == 1 and found.problems[0].startswith("broken.ipynb: not valid notebook JSON")
+
+
+def test_special_files_are_not_read(tmp_path):
+    os.mkfifo(tmp_path / "pipe.py")  # reading a FIFO would block the grader forever
+    (tmp_path / "fine.py").write_text("def loss(W, X, y):\n    return 0\n")
+    assert list(discover(tmp_path).files) == ["fine.py"]
