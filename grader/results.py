@@ -51,6 +51,7 @@ class ItemResult:
     manual: float
     cases: list[CaseResult] = field(default_factory=list)
     manual_score: float | None = None  # merged in later
+    manual_comment: str = ""  # the person's note to the student, merged with the score
 
     @property
     def automatic(self) -> float:
@@ -93,10 +94,24 @@ class SubmissionResult:
     def cases(self) -> list[CaseResult]:
         return [c for i in self.items.values() for c in i.cases]
 
-    def to_gradescope(self, hidden_visibility: str = "after_published") -> dict[str, Any]:
-        """Gradescope's ``results.json``: score, tests[] with item tags, execution time."""
+    def to_gradescope(self, hidden_visibility: str = "after_published",
+                      include_not_run: bool = True) -> dict[str, Any]:
+        """Gradescope's ``results.json``: score, tests[] with item tags, execution time.
+
+        Args:
+            hidden_visibility: how hidden tests appear to students (the config's
+                ``grading.hidden_visibility``).
+            include_not_run: keep tests this run did not execute (hidden tests in a self-check,
+                notebook checks with ``--no-notebooks``) as failed entries with the reason; a
+                public-only run (CI) leaves them out, since they were not failed.
+
+        The grader's traceback is never included: this file reaches students (CI artifacts,
+        Gradescope), and a traceback through ``tests/rubric`` would quote hidden test code.
+        """
         tests = []
         for case in self.cases():
+            if case.status == STATUS_NOT_RUN and not include_not_run:
+                continue
             output = case.message or ("passed" if case.passed else case.status)
             tests.append({
                 "name": f"{case.item} {case.name}",
@@ -112,11 +127,14 @@ class SubmissionResult:
             })
         for item in self.items.values():
             if item.manual_score is not None:
+                note = "Points given by a grader."
+                if item.manual_comment:
+                    note += f"\n\n{item.manual_comment}"
                 tests.append({
                     "name": f"{item.item} (graded by hand)", "name_format": "text", "number": item.item,
                     "score": item.manual_score, "max_score": item.manual, "status": "passed",
                     "visibility": "after_published", "tags": [item.item, "manual"],
-                    "output": "Points given by a grader.", "output_format": "text",
+                    "output": note, "output_format": "text",
                 })
         if self.grader_error:
             tests.append({
@@ -136,7 +154,7 @@ class SubmissionResult:
             "stdout_visibility": "hidden",
             "tests": tests,
             "extra_data": {"mode": self.mode, "possible_automatic": self.possible,
-                           "found": self.found, "grader_error": self.grader_error},
+                           "found": self.found, "grader_failed": self.grader_error is not None},
         }
 
     def to_json(self) -> str:

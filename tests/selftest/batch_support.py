@@ -1,0 +1,210 @@
+"""Helpers for the tests of the command line and the batch: run ``hw4grade``, read what it wrote.
+
+The bundled samples are graded once per test session (``sample_batch`` in ``conftest.py``) by
+the real command, ``hw4grade grade fixtures/submissions --out OUT --workers 2 --no-notebooks``, and
+every test that needs graded results reads that folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+SUBMISSIONS = ROOT / "fixtures" / "submissions"
+# Generous: 2 workers on 2 shared cores; the batch's own per-submission limits are far tighter.
+BATCH_TIMEOUT_S = 3600
+#: development only: comma-separated patterns (``buggy/lab1_*,correct/*``) restricting the session's
+#: sample batch; test_samples then fails on purpose, saying the batch did not cover every sample
+SAMPLE_FILTER = [p for p in os.environ.get("HW4_SAMPLES", "").split(",") if p]
+
+
+def run_cli(
+    *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 1800
+) -> subprocess.CompletedProcess:
+    """``python -m grader ARGS`` in a child process, output captured."""
+    # When this suite itself runs in GitHub Actions, `hw4grade ci` must not write to the real job.
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "grader", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def all_sample_dirs() -> list[Path]:
+    """Every bundled sample: ``fixtures/submissions/<kind>/<name>/`` with an ``expected.json``."""
+    return sorted(p.parent for p in SUBMISSIONS.glob("*/*/expected.json"))
+
+
+def sample_dirs() -> list[Path]:
+    """The samples the session batch grades: all of them unless ``$HW4_SAMPLES`` restricts it."""
+    from fnmatch import fnmatch
+
+    samples = all_sample_dirs()
+    if SAMPLE_FILTER:
+        samples = [
+            s
+            for s in samples
+            if any(fnmatch(s.relative_to(SUBMISSIONS).as_posix(), p) for p in SAMPLE_FILTER)
+        ]
+    return samples
+
+
+def grade_samples(tmp: Path) -> GradedBatch:
+    """The session's sample batch: the real command on ``fixtures/submissions`` (or on a copy of
+    the ``$HW4_SAMPLES`` subset, same layout and ids)."""
+    submissions = copy_samples(sample_dirs(), tmp / "subs") if SAMPLE_FILTER else SUBMISSIONS
+    return grade_folder(submissions, tmp / "out", "--no-notebooks", "--layout", "grouped")
+
+
+def expected(sample: Path) -> dict:
+    return json.loads((sample / "expected.json").read_text())
+
+
+def meets(points: float, want) -> bool:
+    """``want`` is a number (exact up to rounding) or ``[lo, hi]`` (inclusive)."""
+    if isinstance(want, list):
+        return want[0] - 1e-3 <= points <= want[1] + 1e-3
+    return abs(points - float(want)) <= 1e-3
+
+
+@dataclass
+class GradedBatch:
+    out: Path
+    returncode: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+    @property
+    def state(self) -> Path:
+        return self.out / ".hw4grade"
+
+    def batch_info(self) -> dict:
+        return json.loads((self.state / "batch.json").read_text())
+
+    def students(self) -> list[str]:
+        return self.batch_info()["students"]
+
+    def student_for(self, sample: Path) -> str:
+        """The student id the batch gave a sample folder (from its origin, ``<kind>/<name>``)."""
+        rel = sample.relative_to(SUBMISSIONS).as_posix()
+        by_origin = {origin: student for student, origin in self.batch_info()["origins"].items()}
+        return by_origin[rel]
+
+    def record(self, student: str) -> dict:
+        return json.loads((self.state / "records" / f"{student}.json").read_text())
+
+    def result(self, student: str):
+        from grader.results import SubmissionResult
+
+        return SubmissionResult.from_dict(self.record(student)["result"])
+
+    def results_json(self, student: str) -> dict:
+        return json.loads((self.out / student / "results.json").read_text())
+
+    def gradebook(self) -> list[dict[str, str]]:
+        with open(self.out / "gradebook.csv", newline="") as fh:
+            return list(csv.DictReader(fh))
+
+
+def grade_folder(submissions: Path, out: Path, *extra: str, workers: int = 2) -> GradedBatch:
+    started = time.monotonic()
+    proc = run_cli(
+        "grade",
+        str(submissions),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--quiet",
+        *extra,
+        timeout=BATCH_TIMEOUT_S,
+    )
+    return GradedBatch(out, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def copy_samples(samples: list[Path], dest: Path) -> Path:
+    """A SUBMISSIONS folder holding copies of ``samples`` in the same ``<kind>/<name>`` layout."""
+    for sample in samples:
+        shutil.copytree(sample, dest / sample.relative_to(SUBMISSIONS))
+    return dest
+
+
+# ----------------------------------------------------------------------------- a fake grader
+
+_POLLUTED = False
+
+
+def fake_grade(folder: Path, student: str, options, cfg):
+    """A stand-in for ``grade_submission`` driven by ``behaviour.txt`` in the submission:
+    ``score F`` (one public lab1.b test earning fraction F), ``raise``, ``exit`` (os._exit),
+    ``kill`` (SIGKILL itself), ``sleep S`` (then full score; ``$HW4_FAKE_SLEEP`` overrides S),
+    ``pollute`` (leaves a global and an environment variable behind). Its one case's message is
+    JSON saying which process and slot graded it and whether it saw another's pollution."""
+    import signal
+
+    from grader.results import CaseResult, build_result
+
+    global _POLLUTED  # noqa: PLW0603 - the point: state one grading leaves behind
+    started = time.time()
+    saw = _POLLUTED or "HW4_FAKE_POLLUTED" in os.environ
+    spec = (
+        (folder / "behaviour.txt").read_text().split()
+        if (folder / "behaviour.txt").exists()
+        else ["score", "1"]
+    )
+    what = spec[0]
+    if what == "raise":
+        raise RuntimeError("a bug in the grader (fake)")
+    if what == "exit":
+        os._exit(3)
+    if what == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if what == "sleep":
+        time.sleep(float(os.environ.get("HW4_FAKE_SLEEP", spec[1])))
+    if what == "pollute":
+        _POLLUTED = True
+        os.environ["HW4_FAKE_POLLUTED"] = "1"
+    fraction = float(spec[1]) if what == "score" else 1.0
+    info = {
+        "pid": os.getpid(),
+        "slot": options.slot,
+        "start": started,
+        "end": time.time(),
+        "saw_pollution": saw,
+    }
+    case = CaseResult(
+        name="test_fake",
+        item="lab1.b",
+        kind="function",
+        visibility="public",
+        weight=1.0,
+        status="passed" if fraction == 1.0 else "failed",
+        fraction=fraction,
+        message=json.dumps(info),
+        fault=None if fraction == 1.0 else "student",
+    )
+    return build_result(student, cfg, [case], mode="functions")
+
+
+def make_submissions(root: Path, behaviours: dict[str, str]) -> Path:
+    """A SUBMISSIONS folder with one folder per student holding ``behaviour.txt`` and a stub file."""
+    for student, behaviour in behaviours.items():
+        (root / student).mkdir(parents=True)
+        (root / student / "behaviour.txt").write_text(behaviour)
+        (root / student / "lab1.py").write_text("def run_gd(X, y, lr=0.02, steps=200):\n    pass\n")
+    return root

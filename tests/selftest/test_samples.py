@@ -1,0 +1,80 @@
+"""Every bundled sample gets the points its ``expected.json`` says (DESIGN section 7).
+
+Function-only grading (``points_no_notebooks``) for every sample, read from the session's batch;
+full grading with notebook execution (``points``) for the samples marked ``notebook_check``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+from batch_support import (
+    SAMPLE_FILTER,
+    SUBMISSIONS,
+    all_sample_dirs,
+    copy_samples,
+    expected,
+    grade_folder,
+    meets,
+    sample_dirs,
+)
+
+from reference.config import ITEM_IDS
+
+SAMPLES = sample_dirs()
+NOTEBOOK_SAMPLES = [s for s in SAMPLES if expected(s).get("notebook_check")]
+
+
+def _name(sample) -> str:
+    return sample.relative_to(SUBMISSIONS).as_posix()
+
+
+def _misses(result, want: dict) -> dict:
+    return {
+        item: (round(result.items[item].score, 4), want[item])
+        for item in ITEM_IDS
+        if not meets(result.items[item].score, want[item])
+    }
+
+
+@pytest.mark.slow
+def test_the_session_batch_covers_every_bundled_sample(sample_batch):
+    assert not SAMPLE_FILTER, (
+        f"$HW4_SAMPLES={','.join(SAMPLE_FILTER)} restricted the batch (development only)"
+    )
+    graded = {sample_batch.student_for(s) for s in all_sample_dirs()}
+    assert graded == set(sample_batch.students())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample", SAMPLES, ids=_name)
+def test_sample_gets_its_expected_points_without_notebooks(sample_batch, sample):
+    """The sample's automatic points per item, functions only, are what expected.json says."""
+    student = sample_batch.student_for(sample)
+    result = sample_batch.result(student)
+    assert result.grader_error is None, result.grader_error
+    assert result.mode == "functions"
+    misses = _misses(result, expected(sample)["points_no_notebooks"])
+    assert misses == {}, f"{student}: item -> (got, expected) {misses}"
+
+
+@pytest.fixture(scope="module")
+def notebook_batch(tmp_path_factory):
+    if importlib.util.find_spec("grader.notebooks") is None:
+        pytest.skip("grader.notebooks (notebook execution) is not in this tree yet")
+    tmp = tmp_path_factory.mktemp("notebook-batch")
+    subs = copy_samples(NOTEBOOK_SAMPLES, tmp / "subs")
+    return grade_folder(subs, tmp / "out", "--layout", "grouped")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample", NOTEBOOK_SAMPLES, ids=_name)
+def test_sample_gets_its_expected_points_with_notebooks(notebook_batch, sample):
+    """Graded in full (notebooks executed), the sample earns expected.json's ``points``."""
+    student = notebook_batch.student_for(sample)  # copies keep the <kind>/<name> origin
+    result = notebook_batch.result(student)
+    assert result.grader_error is None, result.grader_error
+    assert result.mode == "full"
+    misses = _misses(result, expected(sample)["points"])
+    assert misses == {}, f"{student}: item -> (got, expected) {misses}"
