@@ -754,7 +754,7 @@ def warm_up(options: GradeOptions) -> None:
 
     import grader.plugin
     import grader.sandbox.proxy
-    from grader import redact
+    from grader import redact, refcache
     from grader.sandbox.launcher import detect_isolation
 
     with contextlib.suppress(ImportError):
@@ -762,6 +762,7 @@ def warm_up(options: GradeOptions) -> None:
     with contextlib.suppress(RuntimeError):
         detect_isolation(options.isolation)  # the bubblewrap probe, cached for every child
     redact.secret_lines()
+    refcache.prime()
 
 
 # ============================================================================ the batch folder

@@ -115,6 +115,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             reason = "hidden test: run when your submission is graded"
         elif skip_notebooks and spec["kind"] == "notebook":
             reason = "notebooks were not executed (--no-notebooks)"
+        if spec["visibility"] == "hidden":
+            _no_shrinking(item)
         if reason:
             drop.append(item)
             _RECORDS.append(CaseResult(name=_short_name(item), item=spec["item"], kind=spec["kind"],
@@ -128,6 +130,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 _SPEC = pytest.StashKey[dict]()
+
+
+def _no_shrinking(item: pytest.Item) -> None:
+    """Hidden tests never show their failing input, so shrinking it would only cost time
+    (each shrink step is a call into the sandbox): keep Hypothesis's other phases."""
+    from hypothesis import Phase, settings
+
+    fn = getattr(item, "obj", None)
+    if fn is None or not hasattr(fn, "hypothesis"):
+        return
+    current = getattr(fn, "_hypothesis_internal_use_settings", None) or settings.default
+    fn._hypothesis_internal_use_settings = settings(current, phases=[p for p in current.phases if p != Phase.shrink])
 
 
 @pytest.hookimpl(hookwrapper=True)

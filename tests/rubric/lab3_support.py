@@ -9,7 +9,6 @@ of a rounding boundary may land on either neighbouring level (``torch.round`` vs
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,10 +16,10 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from grader import refcache
 from grader.errors import BadReturn, StudentError, StudentException
 from reference import lab3 as ref
 from reference import lab3_variants as variants
-from reference.config import load
 
 __all__ = [
     "TIE",
@@ -296,29 +295,11 @@ def weight_tensors(draw, *, zeros: bool = True, both_signs: bool = False, min_di
 # ----------------------------------------------------------------------------- fixture data
 
 
-@functools.lru_cache(maxsize=1)
-def _pretrained_state() -> dict[str, torch.Tensor]:
-    return torch.load(load().data.checkpoint, map_location="cpu", weights_only=True)
-
-
 def pretrained_weight(name: str) -> torch.Tensor:
     """A weight of the fixture's pretrained ResNet-20 (a copy)."""
-    return _pretrained_state()[name].detach().clone()
+    return refcache.pretrained_state()[name]
 
 
-def pretrained_state() -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in _pretrained_state().items()}
-
-
-@functools.lru_cache(maxsize=1)
-def fixture_test_split() -> tuple[torch.Tensor, torch.Tensor]:
-    """The fixture's test images as train_util's test transform gives them, and their labels."""
-    from reference.data import load_arrays
-
-    cfg = load()
-    arrays = load_arrays(cfg.data.fixture)
-    x = torch.from_numpy(arrays["x_test"]).permute(0, 3, 1, 2).to(torch.float32) / 255.0
-    mean = torch.tensor(cfg.data.mean).view(1, 3, 1, 1)
-    std = torch.tensor(cfg.data.std).view(1, 3, 1, 1)
-    return ((x - mean) / std).contiguous(), torch.from_numpy(arrays["y_test"]).to(torch.int64)
+pretrained_state = refcache.pretrained_state
+fixture_test_split = refcache.fixture_test_split
 

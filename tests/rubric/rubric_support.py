@@ -12,7 +12,7 @@ import torch
 
 from grader.errors import BadReturn
 
-__all__ = ["as_vector", "as_trajectory", "as_tensor", "fmt", "assert_close"]
+__all__ = ["as_tensor", "as_trajectory", "as_vector", "assert_close", "fmt"]
 
 
 def fmt(a, digits: int = 6) -> str:
@@ -27,10 +27,14 @@ def fmt(a, digits: int = 6) -> str:
     return text if a.ndim == 1 else f"{text} (shape {tuple(a.shape)})"
 
 
+def _floats(value) -> np.ndarray:
+    return np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value, dtype=float)
+
+
 def as_vector(value, n: int, what: str) -> np.ndarray:
     """A float vector of length ``n`` from a student return: shape (n,), (n, 1) or (1, n)."""
     try:
-        arr = np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value, dtype=float)
+        arr = _floats(value)
     except (TypeError, ValueError):
         raise BadReturn(f"{what} returned {type(value).__name__}, expected an array of {n} numbers") from None
     if arr.size != n or (arr.ndim == 2 and 1 not in arr.shape) or arr.ndim > 2:
@@ -41,9 +45,10 @@ def as_vector(value, n: int, what: str) -> np.ndarray:
 def as_trajectory(value, steps: int, n: int, what: str) -> np.ndarray:
     """A (steps + 1, n) trajectory; (steps + 1, n, 1) columns are accepted too."""
     try:
-        arr = np.asarray(value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value, dtype=float)
+        arr = _floats(value)
     except (TypeError, ValueError):
-        raise BadReturn(f"{what} returned {type(value).__name__}, expected an array of shape ({steps + 1}, {n})") from None
+        raise BadReturn(f"{what} returned {type(value).__name__}, "
+                        f"expected an array of shape ({steps + 1}, {n})") from None
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.shape != (steps + 1, n):
@@ -67,5 +72,6 @@ def assert_close(got, expected, *, rtol: float, atol: float, what: str) -> None:
         worst = np.unravel_index(int(np.argmax(diff)), diff.shape) if diff.ndim else ()
         raise AssertionError(
             f"{what}: expected {fmt(expected)}, got {fmt(got)}"
-            + (f" (largest difference {float(diff[worst]):.3g} at index {tuple(int(i) for i in worst)})" if worst else "")
+            + (f" (largest difference {float(diff[worst]):.3g} at index {tuple(int(i) for i in worst)})"
+               if worst else "")
         )

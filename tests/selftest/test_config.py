@@ -68,3 +68,15 @@ def test_q_outside_percent_range_is_refused(tmp_path):
 def test_invalid_toml_is_reported_with_the_file(tmp_path):
     with pytest.raises(ConfigError, match="not valid TOML"):
         config.load(_write(tmp_path, "[lab1\n"))
+
+
+def test_environment_overrides_a_grading_limit(tmp_path, monkeypatch):
+    monkeypatch.setenv("HW4_GRADING_CALL_TIMEOUT_S", "3.5")
+    cfg = config.load(_write(tmp_path, _default_text()))
+    assert cfg.grading.call_timeout_s == 3.5
+
+
+def test_bad_environment_override_is_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("HW4_GRADING_MEMORY_MB", "lots")
+    with pytest.raises(ConfigError, match="HW4_GRADING_MEMORY_MB"):
+        config.load(_write(tmp_path, _default_text()))
