@@ -98,6 +98,21 @@ def cmd_grade(args: argparse.Namespace) -> int:
         data_root=args.data_root,
         checkpoint=args.checkpoint,
     )
+    executor = None
+    if args.executor == "dask":
+        if not args.scheduler:
+            raise UsageError("--executor dask needs --scheduler ADDRESS (e.g. tcp://10.0.0.5:8786)")
+        try:
+            from grader.dask_executor import DaskExecutor
+        except ImportError as exc:
+            raise UsageError(f"--executor dask needs dask[distributed] installed ({exc})") from None
+        try:
+            executor = DaskExecutor(args.scheduler)
+        except OSError as exc:
+            raise UsageError(f"--scheduler {args.scheduler}: cannot reach the Dask scheduler ({exc})"
+                             ) from None
+    elif args.scheduler:
+        raise UsageError("--scheduler goes with --executor dask")
     with _sigterm_interrupts():
         report = run_batch(
             Path(args.submissions),
@@ -107,6 +122,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
             layout=args.layout,
             regrade=args.regrade,
             progress=not args.quiet,
+            executor=executor,
         )
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -341,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(<group>-<name>); auto: decide from the folder (default)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--executor", choices=("local", "dask"), default="local",
+                   help="local: forked workers on this machine (default); dask: tasks on a Dask "
+                   "distributed cluster (--scheduler), paths on a shared file system")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="the Dask scheduler, with --executor dask")
     _run_options(p)
     p.set_defaults(func=cmd_grade)
 
