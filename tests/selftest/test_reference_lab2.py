@@ -267,3 +267,12 @@ def test_fixture_checkpoint_loads_and_scores_its_recorded_accuracy():
             correct += int((net(x).argmax(1) == y).sum())
     assert len(dataset) == meta["test_images"]
     assert correct / len(dataset) == meta["test_accuracy"]
+
+
+def test_readme_states_the_fixture_checkpoint_as_recorded():
+    """The README quotes the checkpoint's accuracy, build command and runtime from the build's record."""
+    meta = json.loads((CFG.data.checkpoint.with_suffix(".json")).read_text())
+    readme = (CFG.data.checkpoint.parent.parent / "README.md").read_text()
+    assert f"Test accuracy {meta['test_accuracy']:g}" in readme
+    assert meta["command"] in readme
+    assert f"{meta['build_seconds']} s" in readme
