@@ -554,8 +554,9 @@ def check_gradient(submission, X, y, W, what: str) -> None:
 # ----------------------------------------------------------------------------- (c), (e), (f) operators
 
 
-def check_projection(submission, W, k, what: str, validate: bool = True) -> np.ndarray:
-    """The student's P_k(W), checked to be a valid projection (unless ``validate`` is False)."""
+def check_projection(submission, W, k, what: str, validate: bool = True, pass_k: bool = True) -> np.ndarray:
+    """The student's P_k(W), checked to be a valid projection (unless ``validate`` is False).
+    ``pass_k=False`` calls ``project_top_k(W)``: ``k`` is then the signature's default."""
     valid = all_projections(W, k, tol=operator_tolerance(W))
     tol = operator_tolerance(W)
 
@@ -570,7 +571,7 @@ def check_projection(submission, W, k, what: str, validate: bool = True) -> np.n
                                  f"kept, the others 0; got {fmt(got)} ({kept} nonzero)")
         return got
 
-    return call_in_layouts(submission, "project_top_k", (W, k), columns=(0,), check=check)
+    return call_in_layouts(submission, "project_top_k", (W, k) if pass_k else (W,), columns=(0,), check=check)
 
 
 def call_soft_threshold(submission, W, tau, what: str) -> np.ndarray:
@@ -603,9 +604,10 @@ def check_soft_threshold(submission, W, tau, what: str) -> None:
     call_in_layouts(submission, "soft_threshold", (W, tau), columns=(0,), check=check)
 
 
-def check_trimmed(submission, W, tau, trim, what: str) -> None:
+def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -> None:
     """The student's trimmed_soft_threshold(W, tau, trim) is a valid trimmed prox of W (any
-    tie-break), or is one given the student's own soft_threshold (error carried forward)."""
+    tie-break), or is one given the student's own soft_threshold (error carried forward).
+    ``pass_trim=False`` calls ``trimmed_soft_threshold(W, tau)``: ``trim`` is the default."""
     tol = operator_tolerance(W, tau)
     selections = valid_selections(np.abs(W), trim, smallest=True, tol=tol)
     valid = all_trimmed(W, tau, trim, tol=tol)  # one per selection, in the same order
@@ -631,7 +633,8 @@ def check_trimmed(submission, W, tau, trim, what: str) -> None:
             f"(here entries {kept}) kept as they are"
             + _trimmed_hint(W, tau, trim, got, tol))
 
-    call_in_layouts(submission, "trimmed_soft_threshold", (W, tau, trim), columns=(0,), check=check)
+    call_in_layouts(submission, "trimmed_soft_threshold", (W, tau, trim) if pass_trim else (W, tau),
+                    columns=(0,), check=check)
 
 
 def _trimmed_hint(W, tau, trim, got, tol) -> str:

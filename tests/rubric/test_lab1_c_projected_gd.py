@@ -19,7 +19,10 @@ from lab1_support import (
 )
 from rubric_support import fmt
 
+from reference.config import load
+
 rubric = pytest.mark.rubric
+K_DEFAULT = load().lab1.k  # the template's default: project_top_k(W, k=K)
 
 # Entries: float32 values, plus a few fixed ones drawn often so that magnitudes tie (0, +-1, +-2.5).
 ENTRIES = st.one_of(st.floats(-10, 10, allow_nan=False, width=32),
@@ -48,10 +51,14 @@ EXAMPLES = [
 
 @rubric(item="lab1.c", weight=1, visibility="public")
 def test_lab1c_project_top_k_keeps_the_k_largest_on_examples(submission):
-    """project_top_k(W, k) keeps the k entries of largest |W_j| and zeroes the others."""
+    """project_top_k(W, k) keeps the k entries of largest |W_j| and zeroes the others; without k, the default k."""
     for entries, k in EXAMPLES:
         W = np.array(entries)
         check_projection(submission, W, k, f"project_top_k(W, {k}) with W = {fmt(W)}")
+    # The signature's default, as the template gives it: project_top_k(W) keeps K_DEFAULT entries.
+    W = np.array(EXAMPLES[0][0])
+    check_projection(submission, W, K_DEFAULT, f"project_top_k(W) (default k={K_DEFAULT}) with W = {fmt(W)}",
+                     pass_k=False)
 
 
 @rubric(item="lab1.c", weight=1, visibility="hidden")

@@ -19,7 +19,10 @@ from lab1_support import (
 )
 from rubric_support import fmt
 
+from reference.config import load
+
 rubric = pytest.mark.rubric
+TRIM_DEFAULT = load().lab1.trim  # the template's default: trimmed_soft_threshold(W, threshold, trim=TRIM)
 
 # float32 values plus a few fixed ones drawn often, so that magnitudes tie at the trim boundary
 ENTRIES = st.one_of(st.floats(-10, 10, allow_nan=False, width=32),
@@ -50,11 +53,17 @@ EXAMPLES = [
 
 @rubric(item="lab1.f", weight=1, visibility="public")
 def test_lab1f_trimmed_soft_threshold_on_examples(submission):
-    """trimmed_soft_threshold(W, tau, trim) soft-thresholds the trim smallest |W_j| and keeps the rest."""
+    """trimmed_soft_threshold(W, tau, trim) soft-thresholds the trim smallest |W_j| and keeps the rest
+    (without trim, the default trim)."""
     for entries, tau, trim in EXAMPLES:
         W = np.array(entries)
         check_trimmed(submission, W, tau, trim,
                       f"trimmed_soft_threshold(W, {tau:g}, trim={trim}) with W = {fmt(W)}")
+    # The signature's default, as the template gives it.
+    W, tau = np.array([0.32, -0.6, -0.12, -0.2, 0.24, 0.05]), 0.1
+    check_trimmed(submission, W, tau, TRIM_DEFAULT,
+                  f"trimmed_soft_threshold(W, {tau:g}) (default trim={TRIM_DEFAULT}) with W = {fmt(W)}",
+                  pass_trim=False)
 
 
 @rubric(item="lab1.f", weight=1, visibility="hidden")

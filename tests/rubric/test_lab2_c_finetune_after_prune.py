@@ -44,14 +44,15 @@ def _pruned_model(q: float = CFG.lab2.q, random_mask: bool = False):
     return net
 
 
-def _finetune(submission, net, prune: bool):
+def _finetune(submission, net, prune: bool | None):
     """Run the student's epoch on ``net`` (updated in place from the sandbox); return the
-    prunable weights before and after."""
+    prunable weights before and after. ``prune=None`` leaves the argument out, as the notebook's
+    finetuning cell does (the signature's default, ``prune=True``, applies)."""
     before = {name: layer.weight.detach().clone() for name, layer in ref.prunable_layers(net)}
     x, y = fixture_batches(N_IMAGES)
     submission.finetune_after_prune(net, loader_spec(x, y, BATCH), criterion_spec(),
                                     sgd_spec(0, lr=LR, momentum=MOMENTUM, weight_decay=CFG.lab2.reg),
-                                    prune=prune)
+                                    **({} if prune is None else {"prune": prune}))
     after = {name: layer.weight.detach().clone() for name, layer in ref.prunable_layers(net)}
     return before, after
 
@@ -99,12 +100,14 @@ def test_lab2c_prune_false_trains_every_weight(submission):
 
 @rubric(item="lab2.c", weight=0.5, visibility="hidden")
 def test_lab2c_keeps_any_zero_pattern_fixed(submission):
-    """prune=True keeps the zero pattern it was given, whatever made it (not only 70% pruning)."""
-    before, after = _finetune(submission, _pruned_model(random_mask=True), prune=True)
+    """Called without prune= (default prune=True, as the notebook calls it), it keeps the zero
+    pattern it was given, whatever made it (not only 70% pruning)."""
+    before, after = _finetune(submission, _pruned_model(random_mask=True), prune=None)
     moved = sum(int(((before[n] == 0) & (after[n] != 0)).sum()) for n in before)
     zeroed = sum(int(((before[n] != 0) & (after[n] == 0)).sum()) for n in before)
     assert moved == 0 and zeroed == 0, (
-        f"{CALL.format(True)} on a model with a random 40% zero pattern: {moved} zero weights became "
+        "finetune_after_prune(net, trainloader, criterion, optimizer) (default prune=True) on a model "
+        "with a random 40% zero pattern: {moved} zero weights became "
         f"nonzero and {zeroed} nonzero weights became 0; take the mask (w != 0) at the start of the epoch "
         "and keep exactly it, rather than pruning by magnitude again")
 
