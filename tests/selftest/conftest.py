@@ -71,3 +71,16 @@ def sample_batch(tmp_path_factory):
     from batch_support import grade_samples
 
     return grade_samples(tmp_path_factory.mktemp("sample-batch"))
+
+
+@pytest.fixture(scope="session")
+def notebook_cache(tmp_path_factory):
+    """One notebook-run cache (``HW4_NOTEBOOK_CACHE``) for the whole session: a sample whose
+    notebooks one module ran is not run again by another (runs are keyed by content, so a changed
+    file still runs afresh). Grading children inherit the variable."""
+    from grader.notebooks import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("notebook-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV, str(path))
+        yield path

@@ -6,8 +6,6 @@ full grading with notebook execution (``points``) for the samples marked ``noteb
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 from batch_support import (
     SAMPLE_FILTER,
@@ -60,9 +58,7 @@ def test_sample_gets_its_expected_points_without_notebooks(sample_batch, sample)
 
 
 @pytest.fixture(scope="module")
-def notebook_batch(tmp_path_factory):
-    if importlib.util.find_spec("grader.notebooks") is None:
-        pytest.skip("grader.notebooks (notebook execution) is not in this tree yet")
+def notebook_batch(tmp_path_factory, notebook_cache):
     tmp = tmp_path_factory.mktemp("notebook-batch")
     subs = copy_samples(NOTEBOOK_SAMPLES, tmp / "subs")
     return grade_folder(subs, tmp / "out", "--layout", "grouped")
