@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["Answers", "read_answers", "ANSWER_FILES"]
+__all__ = ["ANSWER_FILES", "Answers", "read_answers"]
 
 ANSWER_FILES = ("answers.yaml", "answers.yml", "answers.YAML")
 MAX_BYTES = 256 << 10

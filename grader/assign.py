@@ -31,7 +31,7 @@ from pathlib import Path
 
 from reference.config import REPO_ROOT, Config, load
 
-__all__ = ["render", "write", "check", "constants", "TEMPLATE_DIR", "SOLUTION_DIR", "AssignError"]
+__all__ = ["SOLUTION_DIR", "TEMPLATE_DIR", "AssignError", "check", "constants", "render", "write"]
 
 REFERENCE_DIR = REPO_ROOT / "reference"
 HANDOUT_DIR = REFERENCE_DIR / "handout"
@@ -229,7 +229,7 @@ def substitute_code(source: str, consts: dict[str, object]) -> str:
         if prev == ".":
             continue
         edits.append((tok.start, tok.end, repr(consts[tok.string])))
-    for (srow, scol), (erow, ecol), value in reversed(edits):
+    for (srow, scol), (_erow, ecol), value in reversed(edits):
         line = lines[srow - 1]
         lines[srow - 1] = line[:scol] + value + line[ecol:]
     return "".join(lines)

@@ -7,8 +7,17 @@ happened. A ``GraderError`` is ours: the result says so plainly and never blames
 
 from __future__ import annotations
 
-__all__ = ["StudentError", "StudentException", "StudentTimeout", "StudentCrash", "MissingDefinition",
-           "BadReturn", "SignatureMismatch", "BudgetExhausted", "GraderError"]
+__all__ = [
+    "BadReturn",
+    "BudgetExhausted",
+    "GraderError",
+    "MissingDefinition",
+    "SignatureMismatch",
+    "StudentCrash",
+    "StudentError",
+    "StudentException",
+    "StudentTimeout",
+]
 
 
 class StudentError(Exception):

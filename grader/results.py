@@ -14,7 +14,7 @@ from typing import Any
 
 from reference.config import Config
 
-__all__ = ["CaseResult", "ItemResult", "SubmissionResult", "build_result", "STATUS_NOT_RUN"]
+__all__ = ["STATUS_NOT_RUN", "CaseResult", "ItemResult", "SubmissionResult", "build_result"]
 
 STATUS_NOT_RUN = "not run"
 

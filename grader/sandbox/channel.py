@@ -354,7 +354,7 @@ _TORCH: Any = False
 
 def _torch() -> Any:
     """torch if it is importable (both sides have it; the import is deferred for speed)."""
-    global _TORCH
+    global _TORCH  # noqa: PLW0603 - a lazy import cache
     if _TORCH is False:
         try:
             import torch

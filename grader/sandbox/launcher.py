@@ -240,7 +240,7 @@ _LIBC: ctypes.CDLL | None = None
 
 def _libc() -> ctypes.CDLL:
     # Loaded in the parent: a child between fork and exec must not dlopen (loader locks).
-    global _LIBC
+    global _LIBC  # noqa: PLW0603 - loaded once, in the parent
     if _LIBC is None:
         _LIBC = ctypes.CDLL(None, use_errno=True)
         _LIBC.syscall.restype = ctypes.c_long
@@ -744,7 +744,7 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
             cwd=run_cwd,
             pass_fds=pass_fds,
             start_new_session=True,
-            preexec_fn=preexec,
+            preexec_fn=preexec,  # noqa: PLW1509 - rlimits/uid before exec; async-signal-safe calls only
         )
     finally:
         if ruleset >= 0:

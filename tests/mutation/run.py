@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from fixtures.samples.build import CORRECT, ReplaceDef, Sample, render  # noqa: E402
+from fixtures.samples.build import ReplaceDef, Sample, render  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 #: function -> (file in the correct sample, rubric item whose tests must kill it, pytest -k filter)
@@ -186,8 +186,9 @@ def _call_replacement(node: ast.Call) -> ast.AST:
 
 
 def grade_mutant(m: Mutant, workdir: Path, timeout: float) -> Mutant:
-    file, item, keyword = TARGETS[m.function]
-    sample = Sample("buggy", f"mut_{m.function}_{m.index}", m.description, edits=(ReplaceDef(file, m.function, m.source),))
+    file, _, keyword = TARGETS[m.function]
+    sample = Sample("buggy", f"mut_{m.function}_{m.index}", m.description,
+                    edits=(ReplaceDef(file, m.function, m.source),))
     folder = workdir / sample.name
     folder.mkdir()
     try:

@@ -59,7 +59,8 @@ def grade(path: Path, *, notebooks: bool = False, public: bool = False, isolatio
         cmd += ["-k", k] if k else []
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800, check=False)
         if proc.returncode != 0 or not out.exists():
-            raise AssertionError(f"grading {path} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise AssertionError(f"grading {path} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return SubmissionResult.from_dict(json.loads(out.read_text()))
 
 
@@ -84,3 +85,14 @@ def notebook_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(path))
         yield path
+
+
+#: fixtures that cost minutes: a test using one is slow whether or not it says so
+_SLOW_FIXTURES = {"sample_batch", "notebook_cache"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """``-m "not slow"`` leaves out every test that waits for the sample batch or a notebook run."""
+    for item in items:
+        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)

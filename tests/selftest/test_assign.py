@@ -29,7 +29,8 @@ def scratch_repo(tmp_path, repo_root):
 
 
 def _check(root):
-    return subprocess.run([sys.executable, "-c", "from grader.cli import main; raise SystemExit(main(['assign', '--check']))"],
+    code = "from grader.cli import main; raise SystemExit(main(['assign', '--check']))"
+    return subprocess.run([sys.executable, "-c", code],
                           cwd=root, capture_output=True, text=True, check=False,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
 

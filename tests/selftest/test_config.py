@@ -49,13 +49,13 @@ def test_missing_key_names_the_file_and_the_key(tmp_path):
 
 def test_rubric_points_that_do_not_add_up_are_refused(tmp_path):
     text = _default_text().replace('"lab2.b" = { points = 6,', '"lab2.b" = { points = 6, manual = 7,')
-    with pytest.raises(ConfigError, match="lab2.b"):
+    with pytest.raises(ConfigError, match=r"lab2\.b"):
         config.load(_write(tmp_path, text))
 
 
 def test_unknown_rubric_item_is_refused(tmp_path):
     text = _default_text() + '\n"lab4.a" = { points = 1 }\n'
-    with pytest.raises(ConfigError, match="unknown item 'lab4.a'"):
+    with pytest.raises(ConfigError, match=r"unknown item 'lab4\.a'"):
         config.load(_write(tmp_path, text))
 
 

@@ -67,5 +67,5 @@ def test_template_ste_is_identity_without_bits_and_a_stub_with_bits(template_nam
     w = torch.randn(4, 4)
     assert torch.equal(fp.STE.apply(w, None, False), w)
     assert torch.equal(fp.STE.apply(w, 0, False), torch.zeros_like(w))
-    with pytest.raises(NotImplementedError, match="STE.forward"):
+    with pytest.raises(NotImplementedError, match=r"STE\.forward"):
         fp.STE.apply(w, 4, False)
