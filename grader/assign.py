@@ -184,7 +184,7 @@ def process_source(text: str, mode: str, consts: dict[str, object]) -> str:
             if mode == "solution":
                 out.extend(b for b in block if not _TODO.match(b))
             else:
-                todos = [_TODO.match(b).group("text") for b in block if _TODO.match(b)]
+                todos = [m.group("text") for m in map(_TODO.match, block) if m]
                 out.extend(f"{indent}# TODO: {t}".rstrip() for t in todos)
                 if indent:
                     name = _enclosing_name(enclosing, len(indent))

@@ -22,12 +22,16 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from grader.errors import GraderError, StudentError
 from grader.results import STATUS_NOT_RUN, CaseResult
 from reference.config import ITEM_IDS, load
+
+if TYPE_CHECKING:
+    pass
 
 VISIBILITIES = ("public", "hidden")
 KINDS = ("function", "notebook")
@@ -140,7 +144,7 @@ def _no_shrinking(item: pytest.Item) -> None:
     fn = getattr(item, "obj", None)
     if fn is None or not hasattr(fn, "hypothesis"):
         return
-    current = getattr(fn, "_hypothesis_internal_use_settings", None) or settings.default
+    current = getattr(fn, "_hypothesis_internal_use_settings", None) or settings()
     fn._hypothesis_internal_use_settings = settings(current, phases=[p for p in current.phases if p != Phase.shrink])
 
 
@@ -255,7 +259,7 @@ def submission(request: pytest.FixtureRequest, hw4_config):
     sub.close()
 
 
-_SUBMISSION = pytest.StashKey[object]()
+_SUBMISSION = pytest.StashKey["Submission"]()
 
 
 @pytest.fixture(scope="session")

@@ -37,8 +37,9 @@ import math
 import re
 import traceback
 import types
+from typing import Any
 
-api = None
+api: Any = None
 
 STUDENT_PREFIX = "<student>"  # the worker's prefix for filenames of student code
 MAX_EVENTS = 5000  # a 20-epoch loop over 20 layers records about 420: far more is a runaway loop

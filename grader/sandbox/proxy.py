@@ -230,7 +230,7 @@ class Submission:
                     and err.get("kind") not in ("grader", "timeout") and (err.get("kind") == "memory" or slow)):
                 # A failure that hit the memory limit or took half the timeout costs seconds each
                 # time: it strikes like a timeout, so it cannot eat the budget of the other items.
-                tb = err.get("traceback") if isinstance(err.get("traceback"), str) else ""
+                tb = str(err["traceback"]) if isinstance(err.get("traceback"), str) else ""
                 cls = _ERROR_KINDS.get(str(err.get("kind")), StudentException)
                 failure = self._strike(name, cls, err["message"], call_text, tb)
         if failure is not None:

@@ -553,9 +553,9 @@ def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            r = _fault(exc, f"the worker failed on {op!r}")
+            fault = _fault(exc, f"the worker failed on {op!r}")
             header, out_blobs = {"ok": False, "id": req.get("id"),
-                                 "error": {"kind": r.kind, "message": r.message, "traceback": r.tb}}, []
+                                 "error": {"kind": fault.kind, "message": fault.message, "traceback": fault.tb}}, []
         for stream in (sys.stdout, sys.stderr):
             # a student may have closed or replaced the streams; the reply must still go out
             with contextlib.suppress(BaseException):
