@@ -92,7 +92,20 @@ _SLOW_FIXTURES = {"sample_batch", "notebook_cache"}
 
 
 def pytest_collection_modifyitems(config, items):
-    """``-m "not slow"`` leaves out every test that waits for the sample batch or a notebook run."""
+    mark_slow_tests(items)
+
+
+def mark_slow_tests(items) -> None:
+    """``-m "not slow"`` leaves out every test that waits for the sample batch or a notebook run,
+    and such a test gets the batch's own time limit: whichever of them runs first builds the
+    session fixture inside its setup, which takes longer than pyproject's per-test ``timeout``
+    (900 s) on a busy 2-core machine (CI once failed every batch test that way)."""
+    from batch_support import BATCH_TIMEOUT_S
+
     for item in items:
-        if _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and not item.get_closest_marker("slow"):
+        if not _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            continue
+        if not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)
+        if not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(BATCH_TIMEOUT_S))

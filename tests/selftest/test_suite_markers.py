@@ -1,0 +1,38 @@
+"""The suite's own bookkeeping: tests that wait for minutes-long session fixtures are marked so."""
+
+import pytest
+from batch_support import BATCH_TIMEOUT_S
+from conftest import mark_slow_tests
+
+
+class _Item:
+    def __init__(self, fixtures, *marks):
+        self.fixturenames, self.marks = list(fixtures), list(marks)
+
+    def add_marker(self, mark):
+        self.marks.append(mark.mark)
+
+    def get_closest_marker(self, name):
+        return next((m for m in reversed(self.marks) if m.name == name), None)
+
+
+def test_tests_waiting_for_the_sample_batch_are_slow_and_get_the_batch_time_limit():
+    """Whichever such test runs first builds the sample batch in its setup: the per-test limit
+    (900 s) must not cut it off, and ``-m "not slow"`` must leave it out."""
+    batch, notebooks = _Item(["tmp_path", "sample_batch"]), _Item(["notebook_cache"])
+    own_limit = _Item(["sample_batch"], pytest.mark.timeout(7200).mark)
+    quick = _Item(["tmp_path"])
+    mark_slow_tests([batch, notebooks, own_limit, quick])
+    for item in (batch, notebooks):
+        assert item.get_closest_marker("slow") is not None
+        assert item.get_closest_marker("timeout").args == (BATCH_TIMEOUT_S,)
+    assert own_limit.get_closest_marker("timeout").args == (7200,)
+    assert quick.marks == []
+
+
+def test_the_collected_batch_tests_carry_the_markers(request):
+    """On this very run, every collected test that uses the sample batch carries both markers."""
+    for item in request.session.items:
+        if "sample_batch" in item.fixturenames:
+            assert item.get_closest_marker("slow") is not None, item.nodeid
+            assert item.get_closest_marker("timeout").args[0] >= BATCH_TIMEOUT_S, item.nodeid
