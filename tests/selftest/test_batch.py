@@ -413,7 +413,12 @@ def test_ctrl_c_keeps_what_is_graded_and_the_same_command_finishes_the_rest(tmp_
         time.sleep(0.1)
     time.sleep(0.5)  # b_slow is running now
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    finally:  # a batch that ignored the Ctrl-C must not outlive this test (or warn in the next one)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130, stderr
     assert "interrupted: 1 of 3 submissions graded and saved, 2 left" in stderr
     assert [r.split(",")[0] for r in (out / "gradebook.csv").read_text().splitlines()[1:]] == ["a_fast"]
@@ -436,6 +441,29 @@ def test_ctrl_c_keeps_what_is_graded_and_the_same_command_finishes_the_rest(tmp_
         "b_slow",
         "c_fast",
     ]
+
+
+def test_a_ctrl_c_that_arrives_while_a_child_is_forked_still_stops_the_batch(tmp_path):
+    """Python runs ``os.fork()``'s at-fork callbacks in the parent; a KeyboardInterrupt raised in
+    one is reported and dropped by CPython, so a Ctrl-C in that window was lost and the batch went
+    on (a CI run saw it). Here the Ctrl-C arrives exactly there, on the second fork, every time."""
+    subs = make_submissions(tmp_path / "subs", {"a_fast": "score 1", "b_slow": "sleep 120", "c_fast": "score 1"})
+    out = tmp_path / "out"
+    script = tmp_path / "hw4grade_fake.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal
+        forks = []
+        def ctrl_c_on_the_second_fork():
+            forks.append(1)
+            if len(forks) == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+        os.register_at_fork(after_in_parent=ctrl_c_on_the_second_fork)
+    """) + SCRIPT.format(support=str(Path(__file__).parent)))
+    cmd = [sys.executable, str(script), "grade", str(subs), "--out", str(out), "--workers", "1", "--quiet"]
+    proc = subprocess.run(cmd, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=100, check=False)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "interrupted: 1 of 3 submissions graded and saved, 2 left" in proc.stderr
+    assert [r.split(",")[0] for r in (out / "gradebook.csv").read_text().splitlines()[1:]] == ["a_fast"]
 
 
 def _comparable(results_json: Path) -> dict:
