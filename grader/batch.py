@@ -563,7 +563,7 @@ class ForkExecutor(Executor):
         # the system temp folder, which the sandbox's unprivileged uid can reach (OUT may be
         # under a private home).
         self.tmp_root = Path(tmp_root) if tmp_root else None
-        self.threads = threads or max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads or threads_per_worker(workers)
 
     def run(
         self,
@@ -690,6 +690,11 @@ def _deferred_ctrl_c() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(hits)
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def threads_per_worker(workers: int) -> int:
+    """The CPU threads each of ``workers`` parallel gradings gets (its notebook kernel's share)."""
+    return max(1, (os.cpu_count() or 1) // workers)
 
 
 def _child_main(

@@ -70,6 +70,24 @@ def grade_samples(tmp: Path) -> GradedBatch:
     return grade_folder(submissions, tmp / "out", "--no-notebooks", "--layout", "grouped")
 
 
+#: parallel gradings in the session's notebook batch; each notebook kernel gets its share of the CPUs
+NOTEBOOK_WORKERS = 2
+
+
+def notebook_sample_dirs() -> list[Path]:
+    """The samples graded with their notebooks executed: the correct one and those whose
+    ``expected.json`` says ``notebook_check`` (the untouched template among them)."""
+    correct = SUBMISSIONS / "correct" / "reference"
+    return [correct, *(s for s in all_sample_dirs() if s != correct and expected(s).get("notebook_check"))]
+
+
+def grade_notebook_samples(tmp: Path) -> GradedBatch:
+    """The session's notebook batch: the real command, notebooks executed, on a copy of
+    :func:`notebook_sample_dirs` (same layout and ids)."""
+    subs = copy_samples(notebook_sample_dirs(), tmp / "subs")
+    return grade_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS)
+
+
 def expected(sample: Path) -> dict:
     return json.loads((sample / "expected.json").read_text())
 

@@ -77,18 +77,35 @@ def sample_batch(tmp_path_factory):
 @pytest.fixture(scope="session")
 def notebook_cache(tmp_path_factory):
     """One notebook-run cache (``HW4_NOTEBOOK_CACHE``) for the whole session: a sample whose
-    notebooks one module ran is not run again by another (runs are keyed by content, so a changed
-    file still runs afresh). Grading children inherit the variable."""
-    from grader.notebooks import CACHE_ENV
+    notebooks one test ran is not run again by another (runs are keyed by content, so a changed
+    file still runs afresh). Grading children inherit the variable. The key includes the kernel's
+    thread count, so every run of the session gets the notebook batch's per-worker share
+    (``HW4_NOTEBOOK_THREADS``): a run made alone then serves the batch too."""
+    from batch_support import NOTEBOOK_WORKERS
+
+    from grader.batch import threads_per_worker
+    from grader.notebooks.run import CACHE_ENV, THREADS_ENV
 
     path = tmp_path_factory.mktemp("notebook-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(path))
+        mp.setenv(THREADS_ENV, str(threads_per_worker(NOTEBOOK_WORKERS)))
         yield path
 
 
+@pytest.fixture(scope="session")
+def notebook_batch(tmp_path_factory, notebook_cache):
+    """The samples whose notebooks are checked (``batch_support.notebook_sample_dirs``), graded in
+    full once per session by the real command: ``hw4grade grade SUBS --out OUT --workers 2``,
+    notebooks executed. test_notebooks.py reads their notebook checks, test_samples.py their
+    points. Read it, never write to it."""
+    from batch_support import grade_notebook_samples
+
+    return grade_notebook_samples(tmp_path_factory.mktemp("notebook-batch"))
+
+
 #: fixtures that cost minutes: a test using one is slow whether or not it says so
-_SLOW_FIXTURES = {"sample_batch", "notebook_cache"}
+_SLOW_FIXTURES = {"sample_batch", "notebook_cache", "notebook_batch"}
 
 
 def pytest_collection_modifyitems(config, items):

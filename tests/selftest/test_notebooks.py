@@ -1,10 +1,9 @@
 """The notebooks run end to end in fast grading mode, and the notebook checks grade what they did.
 
-Slow (a full hw4.ipynb run takes minutes), so the runs are few and shared: the session's
-notebook cache (``notebook_cache`` in conftest.py) lets the correct sample's run serve both the
-timing test and its grading, and test_samples.py's full grading of the same samples reuse these
-runs; each graded sample is graded once here. The samples run are
-the ones whose ``expected.json`` says ``notebook_check``.
+Slow (a full hw4.ipynb run takes minutes), so each sample's notebooks run once per session: the
+samples are graded in full by the session's notebook batch (``notebook_batch`` in conftest.py,
+two at a time; test_samples.py checks their points from the same batch), and the session's
+notebook cache lets the timing test's run of the correct sample serve the batch too.
 
 The wall time of the correct sample's run is printed and written to
 ``build/notebook-timings.json`` (per notebook and per cell).
@@ -16,7 +15,7 @@ import json
 import time
 
 import pytest
-from conftest import SUBMISSIONS, grade
+from conftest import SUBMISSIONS
 
 from grader.notebooks import RunOptions, run_notebooks
 from grader.notebooks.execute import timings
@@ -67,14 +66,14 @@ def correct_run(notebook_cache, correct_sample, repo_root):
 
 
 @pytest.fixture(scope="module")
-def graded(notebook_cache):
-    """``graded(path)``: the sample graded in full (functions and notebooks), once per module."""
-    results = {}
+def graded(correct_run, notebook_batch):
+    """``graded(path)``: the sample as the notebook batch graded it in full (functions and
+    notebooks). Asks for ``correct_run`` first so that its run, alone on the machine, is the one
+    timed; the batch then takes it from the cache."""
+    assert notebook_batch.returncode == 0, notebook_batch.stderr[-3000:]
 
     def get(path):
-        if path not in results:
-            results[path] = grade(path, notebooks=True)
-        return results[path]
+        return notebook_batch.result(notebook_batch.student_for(path))
 
     return get
 

@@ -1,7 +1,8 @@
 """Every bundled sample gets the points its ``expected.json`` says (DESIGN section 7).
 
 Function-only grading (``points_no_notebooks``) for every sample, read from the session's batch;
-full grading with notebook execution (``points``) for the samples marked ``notebook_check``.
+full grading with notebook execution (``points``) for the samples of the session's notebook batch
+(the correct one and those marked ``notebook_check``).
 """
 
 from __future__ import annotations
@@ -11,17 +12,16 @@ from batch_support import (
     SAMPLE_FILTER,
     SUBMISSIONS,
     all_sample_dirs,
-    copy_samples,
     expected,
-    grade_folder,
     meets,
+    notebook_sample_dirs,
     sample_dirs,
 )
 
 from reference.config import ITEM_IDS
 
 SAMPLES = sample_dirs()
-NOTEBOOK_SAMPLES = [s for s in SAMPLES if expected(s).get("notebook_check")]
+NOTEBOOK_SAMPLES = notebook_sample_dirs()
 
 
 def _name(sample) -> str:
@@ -55,13 +55,6 @@ def test_sample_gets_its_expected_points_without_notebooks(sample_batch, sample)
     assert result.mode == "functions"
     misses = _misses(result, expected(sample)["points_no_notebooks"])
     assert misses == {}, f"{student}: item -> (got, expected) {misses}"
-
-
-@pytest.fixture(scope="module")
-def notebook_batch(tmp_path_factory, notebook_cache):
-    tmp = tmp_path_factory.mktemp("notebook-batch")
-    subs = copy_samples(NOTEBOOK_SAMPLES, tmp / "subs")
-    return grade_folder(subs, tmp / "out", "--layout", "grouped")
 
 
 @pytest.mark.slow
