@@ -581,47 +581,36 @@ class ForkExecutor(Executor):
         running: dict[int, _Child] = {}
         free = list(range(self.workers - 1, -1, -1))
         with _deferred_ctrl_c() as interrupted:
-            yield from self._loop(pending, running, free, fn, started, interrupted)
-
-    def _loop(
-        self,
-        pending: deque[Job],
-        running: dict[int, _Child],
-        free: list[int],
-        fn: Callable[[Job, int], dict[str, Any]],
-        started: Callable[[Job], None] | None,
-        interrupted: Callable[[], bool],
-    ) -> Generator[Outcome, None, None]:
-        try:
-            while pending or running:
-                if interrupted():
-                    raise KeyboardInterrupt
-                while pending and free:
-                    child = self._start(pending.popleft(), free.pop(), fn)
-                    running[child.pid] = child
-                    if started:
-                        started(child.job)
-                finished = []
-                for pid, child in list(running.items()):
-                    done, status = os.waitpid(pid, os.WNOHANG)
-                    if done:
-                        finished.append((child, _describe_exit(status)))
-                    elif self.timeout_s and time.monotonic() - child.started > self.timeout_s:
-                        _kill(pid)
-                        finished.append(
-                            (child, f"grading did not finish within {self.timeout_s:g} s and was stopped")
-                        )
-                for child, how in finished:
-                    del running[child.pid]
-                    free.append(child.slot)
-                    yield self._collect(child, how)
-                if not finished:
-                    time.sleep(self.poll_s)
-        finally:
-            for pid, child in running.items():
-                _kill(pid)
-                self._cleanup(child)
-            shutil.rmtree(self.tmp_root, ignore_errors=True)
+            try:
+                while pending or running:
+                    if interrupted():
+                        raise KeyboardInterrupt
+                    while pending and free:
+                        child = self._start(pending.popleft(), free.pop(), fn)
+                        running[child.pid] = child
+                        if started:
+                            started(child.job)
+                    finished = []
+                    for pid, child in list(running.items()):
+                        done, status = os.waitpid(pid, os.WNOHANG)
+                        if done:
+                            finished.append((child, _describe_exit(status)))
+                        elif self.timeout_s and time.monotonic() - child.started > self.timeout_s:
+                            _kill(pid)
+                            finished.append(
+                                (child, f"grading did not finish within {self.timeout_s:g} s and was stopped")
+                            )
+                    for child, how in finished:
+                        del running[child.pid]
+                        free.append(child.slot)
+                        yield self._collect(child, how)
+                    if not finished:
+                        time.sleep(self.poll_s)
+            finally:
+                for pid, child in running.items():
+                    _kill(pid)
+                    self._cleanup(child)
+                shutil.rmtree(self.tmp_root, ignore_errors=True)
 
     def _start(self, job: Job, slot: int, fn: Callable[[Job, int], dict[str, Any]]) -> _Child:
         result_path = self.scratch / f"{job.student}.{uuid.uuid4().hex}.json"

@@ -396,14 +396,20 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_ctrl_c_keeps_what_is_graded_and_the_same_command_finishes_the_rest(tmp_path):
+def _fake_three_batch(tmp_path: Path, prelude: str = "") -> tuple[Path, list[str]]:
+    """OUT and the command of a fake-graded batch of a_fast, b_slow (sleeps 120 s), c_fast on one
+    worker; ``prelude`` runs in the batch process before the command does."""
     subs = make_submissions(
         tmp_path / "subs", {"a_fast": "score 1", "b_slow": "sleep 120", "c_fast": "score 1"}
     )
     out = tmp_path / "out"
     script = tmp_path / "hw4grade_fake.py"
-    script.write_text(SCRIPT.format(support=str(Path(__file__).parent)))
-    cmd = [sys.executable, str(script), "grade", str(subs), "--out", str(out), "--workers", "1", "--quiet"]
+    script.write_text(textwrap.dedent(prelude) + SCRIPT.format(support=str(Path(__file__).parent)))
+    return out, [sys.executable, str(script), "grade", str(subs), "--out", str(out), "--workers", "1", "--quiet"]
+
+
+def test_ctrl_c_keeps_what_is_graded_and_the_same_command_finishes_the_rest(tmp_path):
+    out, cmd = _fake_three_batch(tmp_path)
     proc = subprocess.Popen(
         cmd, cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -447,10 +453,7 @@ def test_a_ctrl_c_that_arrives_while_a_child_is_forked_still_stops_the_batch(tmp
     """Python runs ``os.fork()``'s at-fork callbacks in the parent; a KeyboardInterrupt raised in
     one is reported and dropped by CPython, so a Ctrl-C in that window was lost and the batch went
     on (a CI run saw it). Here the Ctrl-C arrives exactly there, on the second fork, every time."""
-    subs = make_submissions(tmp_path / "subs", {"a_fast": "score 1", "b_slow": "sleep 120", "c_fast": "score 1"})
-    out = tmp_path / "out"
-    script = tmp_path / "hw4grade_fake.py"
-    script.write_text(textwrap.dedent("""
+    out, cmd = _fake_three_batch(tmp_path, prelude="""
         import os, signal
         forks = []
         def ctrl_c_on_the_second_fork():
@@ -458,8 +461,7 @@ def test_a_ctrl_c_that_arrives_while_a_child_is_forked_still_stops_the_batch(tmp
             if len(forks) == 2:
                 os.kill(os.getpid(), signal.SIGINT)
         os.register_at_fork(after_in_parent=ctrl_c_on_the_second_fork)
-    """) + SCRIPT.format(support=str(Path(__file__).parent)))
-    cmd = [sys.executable, str(script), "grade", str(subs), "--out", str(out), "--workers", "1", "--quiet"]
+    """)
     proc = subprocess.run(cmd, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=100, check=False)
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "interrupted: 1 of 3 submissions graded and saved, 2 left" in proc.stderr
