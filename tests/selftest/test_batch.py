@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from batch_support import SUBMISSIONS, copy_samples, fake_grade, make_submissions
 
-import grader.batch
+import grader.batch.run
+import grader.batch.store
 from grader.batch import (
     BatchDir,
     BatchError,
@@ -33,6 +34,7 @@ from grader.batch import (
 )
 from grader.grade import GradeOptions
 from grader.outputs.results_json import problems
+from reference.config import load
 
 FUNCTIONS = GradeOptions(notebooks=False)
 
@@ -41,7 +43,7 @@ FUNCTIONS = GradeOptions(notebooks=False)
 def steady_fingerprint(monkeypatch):
     """The fake grader reads none of the grader's sources, which other work may edit while
     these tests run: here a submission's key depends on its files only."""
-    monkeypatch.setattr(grader.batch, "grading_fingerprint", lambda options, cfg: "fake-grader")
+    monkeypatch.setattr(grader.batch.run, "grading_fingerprint", lambda options, cfg: "fake-grader")
 
 
 def make_zip(path: Path, files: dict[str, bytes | str]) -> Path:
@@ -243,8 +245,8 @@ def test_the_fingerprint_follows_grading_sources_and_options_not_presentation(tm
     for rel in files:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text("x = 1\n")
-    monkeypatch.setattr(grader.batch, "REPO_ROOT", repo)
-    cfg = grader.batch.load()
+    monkeypatch.setattr(grader.batch.store, "REPO_ROOT", repo)
+    cfg = load()
     base = grading_fingerprint(FUNCTIONS, cfg)
     assert grading_fingerprint(GradeOptions(notebooks=False, slot=5), cfg) == base  # the slot is no option
     assert grading_fingerprint(GradeOptions(notebooks=True), cfg) != base
@@ -388,9 +390,9 @@ SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {support!r})
     import batch_support
-    import grader.batch
-    grader.batch.grade_submission = batch_support.fake_grade  # the batch's grader, in every child
-    grader.batch.grading_fingerprint = lambda options, cfg: "fake-grader"
+    import grader.batch.job, grader.batch.run
+    grader.batch.job.grade_submission = batch_support.fake_grade  # the batch's grader, in every child
+    grader.batch.run.grading_fingerprint = lambda options, cfg: "fake-grader"
     from grader.cli import main
     raise SystemExit(main(sys.argv[1:]))
 """)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from batch_support import fake_grade, make_submissions, run_cli
 
-import grader.batch
+import grader.batch.run
 from grader.batch import run_batch
 from grader.grade import GradeOptions
 from grader.outputs.manual import COLUMNS, manual_items
@@ -25,7 +25,7 @@ ALICE_ANSWERS = '"1.1":\n  choice: F\n  explanation: "Pruning removes weights, n
 @pytest.fixture(autouse=True)
 def steady_fingerprint(monkeypatch):
     """The fake grader reads none of the grader's sources (which other work may edit meanwhile)."""
-    monkeypatch.setattr(grader.batch, "grading_fingerprint", lambda options, cfg: "fake-grader")
+    monkeypatch.setattr(grader.batch.run, "grading_fingerprint", lambda options, cfg: "fake-grader")
 
 
 @pytest.fixture
