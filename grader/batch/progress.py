@@ -9,9 +9,9 @@ from typing import TextIO
 
 from grader.batch.executor import Outcome
 from grader.batch.job import Job
-from grader.results import SubmissionResult
+from grader.results import STATUS_NOT_RUN, SubmissionResult
 
-__all__ = ["Progress"]
+__all__ = ["Progress", "points_line"]
 
 
 class Progress:
@@ -35,7 +35,7 @@ class Progress:
         if result.grader_error:
             what = "GRADER ERROR (see grader-errors/)"
         else:
-            what = f"{_pts(result.score)} of {_pts(result.possible)} automatic points"
+            what = points_line(result)
         self.last = f"{outcome.job.student}: {what} ({outcome.seconds:.1f} s)"
         if self.enabled and not self.tty:
             print(
@@ -63,6 +63,16 @@ class Progress:
         if self.tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def points_line(result: SubmissionResult) -> str:
+    """``59 of 78 automatic points``, or, when this mode left tests out (``--no-notebooks``: the
+    notebook checks), ``59 of 59 graded in this mode (78 in all)``: the points of the tests that
+    did not run are not lost, and the line must not read as if they were."""
+    graded = sum(c.max_score for c in result.cases() if c.status != STATUS_NOT_RUN)
+    if graded < result.possible - 1e-9:
+        return f"{_pts(result.score)} of {_pts(graded)} graded in this mode ({_pts(result.possible)} in all)"
+    return f"{_pts(result.score)} of {_pts(result.possible)} automatic points"
 
 
 def _pts(x: float) -> str:

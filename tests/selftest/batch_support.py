@@ -171,11 +171,12 @@ def fake_grade(folder: Path, student: str, options, cfg):
     """A stand-in for ``grade_submission`` driven by ``behaviour.txt`` in the submission:
     ``score F`` (one public lab1.b test earning fraction F), ``raise``, ``exit`` (os._exit),
     ``kill`` (SIGKILL itself), ``sleep S`` (then full score; ``$HW4_FAKE_SLEEP`` overrides S),
-    ``pollute`` (leaves a global and an environment variable behind). Its one case's message is
-    JSON saying which process and slot graded it and whether it saw another's pollution."""
+    ``pollute`` (leaves a global and an environment variable behind), ``no-notebooks`` (full
+    score, plus lab1.b's notebook check recorded as not run). Its first case's message is JSON
+    saying which process and slot graded it and whether it saw another's pollution."""
     import signal
 
-    from grader.results import CaseResult, build_result
+    from grader.results import STATUS_NOT_RUN, CaseResult, build_result
 
     global _POLLUTED  # noqa: PLW0603 - the point: state one grading leaves behind
     started = time.time()
@@ -216,7 +217,11 @@ def fake_grade(folder: Path, student: str, options, cfg):
         message=json.dumps(info),
         fault=None if fraction == 1.0 else "student",
     )
-    return build_result(student, cfg, [case], mode="functions")
+    cases = [case]
+    if what == "no-notebooks":
+        cases.append(CaseResult(name="test_fake_run", item="lab1.b", kind="notebook", visibility="hidden",
+                                weight=1.0, status=STATUS_NOT_RUN, message="notebooks were not executed"))
+    return build_result(student, cfg, cases, mode="functions")
 
 
 def make_submissions(root: Path, behaviours: dict[str, str]) -> Path:

@@ -279,6 +279,24 @@ def _batch(subs: Path, out: Path, **kw):
     return run_batch(subs, out, FUNCTIONS, grade_fn=fake_grade, progress=False, **kw)
 
 
+def test_the_progress_line_counts_only_the_points_graded_in_this_mode(tmp_path):
+    """With --no-notebooks the notebook checks' points are not lost: the per-submission line says
+    "of N graded in this mode", not "of <all points>" (the correct sample read "59 of 78")."""
+    import io
+
+    cfg = load()
+    function, notebook = cfg.rubric["lab1.b"].function, cfg.rubric["lab1.b"].notebook
+    assert function > 0 and notebook > 0
+    subs = make_submissions(tmp_path / "subs", {"a": "no-notebooks", "b": "score 0.5"})
+    shown = io.StringIO()
+    run_batch(subs, tmp_path / "out", FUNCTIONS, grade_fn=fake_grade, workers=1, stream=shown)
+    lines = {line.split("] ")[1].split(":")[0]: line for line in shown.getvalue().splitlines() if "] " in line}
+    pts = lambda x: f"{x:g}"  # noqa: E731
+    want = f"a: {pts(function)} of {pts(function)} graded in this mode ({pts(function + notebook)} in all)"
+    assert want in lines["a"]
+    assert f"b: {pts(function / 2)} of {pts(function)} automatic points" in lines["b"]
+
+
 def _info(out: Path, student: str) -> dict:
     record = json.loads((out / ".hw4grade" / "records" / f"{student}.json").read_text())
     return json.loads(record["result"]["items"]["lab1.b"]["cases"][0]["message"])
