@@ -5,9 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo-out
+DEMO_ALL_OUT ?= demo-out-all
 DEMO_ARGS ?= --no-notebooks
+# The demo's representative set, <kind>/<name> under fixtures/submissions: the solution, an
+# accepted alternative, three realistic bugs (one per lab) and a hostile submission.
+DEMO_SET ?= correct/reference alternative/lab2_sort_threshold buggy/lab1_gd_missing_factor_2 \
+	buggy/lab2_global_per_layer_threshold buggy/lab3_floor_rounding malicious/mal_read_tests
+DEMO_SUBS := build/demo-submissions
 
-.PHONY: demo test bench lint typing mutation fixtures assign clean
+.PHONY: demo demo-all test bench lint typing mutation fixtures assign clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +21,19 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-## Grade the bundled sample submissions and print the gradebook. Function tests only by default:
-## executing every sample's notebooks takes hours on 2 cores (`make demo DEMO_ARGS=` does it).
+## Grade a small representative set of the bundled samples (DEMO_SET, a few minutes) and print the
+## gradebook and where the class summary is; `make demo-all` grades every bundled sample. Function
+## tests only by default: executing the notebooks takes minutes per sample (`DEMO_ARGS=` does it).
 ## Resumable: run it again and only what changed is graded. Ids are <kind>-<name>.
 demo: $(STAMP)
-	$(VENV)/bin/hw4grade grade fixtures/submissions --out $(DEMO_OUT) --workers 2 $(DEMO_ARGS)
+	@rm -rf $(DEMO_SUBS)
+	@for s in $(DEMO_SET); do mkdir -p $(DEMO_SUBS)/$$(dirname $$s) && cp -R fixtures/submissions/$$s $(DEMO_SUBS)/$$s; done
+	$(VENV)/bin/hw4grade grade $(DEMO_SUBS) --out $(DEMO_OUT) --layout grouped --workers 2 $(DEMO_ARGS)
+	@echo "Class summary (plots, pass rate per item): $(DEMO_OUT)/summary.html; each student's feedback: $(DEMO_OUT)/<student>/feedback.md"
+
+demo-all: $(STAMP)
+	$(VENV)/bin/hw4grade grade fixtures/submissions --out $(DEMO_ALL_OUT) --layout grouped --workers 2 $(DEMO_ARGS)
+	@echo "Class summary (plots, pass rate per item): $(DEMO_ALL_OUT)/summary.html"
 
 ## The test suite. pytest's exit code 5 ("no tests collected") is a failure here on purpose:
 ## an empty suite must never pass as green.
@@ -52,4 +66,4 @@ assign: $(STAMP)
 	$(VENV)/bin/hw4grade assign
 
 clean:
-	rm -rf $(DEMO_OUT) .hypothesis build *.egg-info
+	rm -rf $(DEMO_OUT) $(DEMO_ALL_OUT) .hypothesis build *.egg-info
