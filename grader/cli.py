@@ -182,9 +182,9 @@ def cmd_ci(args: argparse.Namespace) -> int:
     out = Path(args.out)
     write_text(out / "results.json", results_text(result, cfg, public_only=True))
     write_text(out / "feedback.md", feedback_markdown(result, cfg))
-    print(render(result, str(args.dir), read_answers(folder), questions=len(cfg.tf_key)), end="")
-    for line in ci.workflow_commands(result):
-        print(line)
+    # The report quotes the student's messages: printed so the runner reads no command in it.
+    report = render(result, str(args.dir), read_answers(folder), questions=len(cfg.tf_key))
+    print(ci.stdout_text(report, result), end="")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as fh:

@@ -4,12 +4,15 @@ Student-safe by construction: it is built from the case records' ``doc`` and ``m
 (already redacted, and without Hypothesis inputs for hidden tests), never from ``detail`` (the
 instructor's tracebacks). Hidden tests are listed as the config's ``hidden_visibility`` says:
 with ``hidden`` they are counted but neither named nor explained.
+
+Inert by construction: every student-derived string (messages, warnings, file names, the
+student's name, a grader's comment) goes in through ``grader.outputs.escape`` -- a code span
+inline, a fenced block for a message -- so no HTML, link, image or mention of it renders.
 """
 
 from __future__ import annotations
 
-import re
-
+from grader.outputs.escape import line, md_block, md_code
 from grader.outputs.points import fmt_points
 from grader.results import STATUS_NOT_RUN, CaseResult, ItemResult, SubmissionResult
 from reference.config import Config
@@ -28,7 +31,7 @@ def feedback_markdown(result: SubmissionResult, cfg: Config) -> str:
     show_hidden = cfg.grading.hidden_visibility != "hidden"
     manual_total = sum(i.manual for i in result.items.values())
     merged = [i for i in result.items.values() if i.manual_score is not None]
-    lines = [f"# {cfg.title}: feedback for {result.student}", ""]
+    lines = [f"# {cfg.title}: feedback for {md_code(result.student)}", ""]
     if result.grader_error:
         lines += [
             "**The autograder failed on your submission. This is not your fault**: your instructor "
@@ -65,7 +68,7 @@ def feedback_markdown(result: SubmissionResult, cfg: Config) -> str:
             lines += _item_details(item, show_hidden)
     notes = _notes(result)
     if notes:
-        lines += ["", "## Notes", ""] + [f"- {_oneline(n)}" for n in notes]
+        lines += ["", "## Notes", ""] + [f"- {md_code(n)}" for n in notes]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -112,7 +115,7 @@ def _item_details(item: ItemResult, show_hidden: bool) -> list[str]:
 def _case(case: CaseResult) -> list[str]:
     what = case.doc or case.name
     if case.status == STATUS_NOT_RUN:
-        return [f"- (not run) {_oneline(what)}: {_oneline(case.message)}", ""]
+        return [f"- (not run) {_oneline(what)}: {md_code(case.message)}", ""]
     if case.fault == "grader":
         return [
             f"- {_oneline(what)}: the grader failed on this test (not your fault); your instructor "
@@ -125,7 +128,7 @@ def _case(case: CaseResult) -> list[str]:
         msg = case.message.splitlines()
         if len(msg) > MAX_MESSAGE_LINES:
             msg = [*msg[:MAX_MESSAGE_LINES], f"... ({len(msg) - MAX_MESSAGE_LINES} more lines)"]
-        out += _fenced("\n".join(msg), indent="  ")
+        out += md_block("\n".join(msg), indent="  ")
     out.append("")
     return out
 
@@ -137,16 +140,10 @@ def _notes(result: SubmissionResult) -> list[str]:
     return notes
 
 
-def _fenced(text: str, indent: str = "") -> list[str]:
-    # A fence longer than any backtick run inside: student text cannot close it early.
-    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    return [indent + fence, *(indent + line for line in text.splitlines()), indent + fence]
-
-
 def _cell(text: str) -> str:
     return _oneline(text).replace("|", "\\|")
 
 
 def _oneline(text: str) -> str:
-    return " ".join(str(text).split())
+    # Our own text (titles, test docstrings) and the instructor's comments: one line, no controls.
+    return line(text)

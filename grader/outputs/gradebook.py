@@ -5,13 +5,14 @@ An item's cell is the automatic points earned; once manual scores are merged
 (``hw4grade merge``) it is automatic + manual points of that item, so the total is always the sum
 of the row's item cells. A submission the grader failed on (``grader_error``) has blank cells:
 a blank cannot be mistaken for a zero the student earned.
+
+Every cell goes through ``grader.outputs.escape.csv_row``: a student id (or anything else) that
+a spreadsheet could read as a formula is written as text.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-
+from grader.outputs.escape import csv_row, line
 from grader.outputs.points import PARTS, fmt_points, part_of
 from grader.results import SubmissionResult
 from reference.config import ITEM_IDS
@@ -29,16 +30,14 @@ def item_points(result: SubmissionResult, item: str) -> float:
 
 def gradebook_csv(results: list[SubmissionResult]) -> str:
     """The gradebook, one row per student in the given order."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    rows = [csv_row(COLUMNS)]
     for r in results:
         if r.grader_error:
-            writer.writerow([r.student, *([""] * len(ITEM_IDS)), ""])
+            rows.append(csv_row([r.student, *([""] * len(ITEM_IDS)), ""]))
             continue
         cells = [item_points(r, i) for i in ITEM_IDS]
-        writer.writerow([r.student, *map(fmt_points, cells), fmt_points(sum(cells))])
-    return buf.getvalue()
+        rows.append(csv_row([r.student, *map(fmt_points, cells), fmt_points(sum(cells))]))
+    return "".join(rows)
 
 
 def gradebook_table(results: list[SubmissionResult]) -> str:
@@ -56,18 +55,19 @@ def gradebook_table(results: list[SubmissionResult]) -> str:
             else 0.0
         )
         possible[part_of(item)] += auto + manual
-    width = max([len("student"), *(len(r.student) for r in results)])
+    names = {r.student: line(r.student) for r in results}  # ids are sanitized; this is the terminal
+    width = max([len("student"), *map(len, names.values())])
     head = f"{'student':<{width}}  " + "  ".join(f"{PARTS[p]:>7}" for p in parts) + f"  {'total':>7}"
     lines = [head, "-" * len(head)]
     for r in results:
         if r.grader_error:
-            lines.append(f"{r.student:<{width}}  grader error: see grader-errors/{r.student}.txt")
+            lines.append(f"{names[r.student]:<{width}}  grader error: see grader-errors/{names[r.student]}.txt")
             continue
         per = {p: 0.0 for p in parts}
         for item in ITEM_IDS:
             per[part_of(item)] += item_points(r, item)
         cells = "  ".join(f"{fmt_points(per[p], 2):>7}" for p in parts)
-        lines.append(f"{r.student:<{width}}  {cells}  {fmt_points(sum(per.values()), 2):>7}")
+        lines.append(f"{names[r.student]:<{width}}  {cells}  {fmt_points(sum(per.values()), 2):>7}")
     if graded:
         lines.append(
             f"{'(possible)':<{width}}  "

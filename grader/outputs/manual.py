@@ -7,6 +7,11 @@ and results. A person fills ``points`` (and optionally ``comment``, shown to the
 the automatic results, so regrading a submission never loses them; a regenerated sheet comes
 prefilled with them.
 
+The sheet is opened in a spreadsheet, and its ``student_answer`` column is the student's own
+text: every cell is written through ``grader.outputs.escape.csv_row`` (text a spreadsheet would
+run as a formula gets a leading ``'``), and merging reads every cell back through
+``csv_value``, so a comment or an id comes back exactly as it was written.
+
 Merging is all or nothing: every problem of the sheet (an unknown student or item, points that
 are not a number, below 0 or above the item's manual maximum, one cell given twice) is reported
 with its line, and nothing is written until the sheet is clean. A blank ``points`` cell means
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grader.outputs.escape import csv_row, csv_value
 from grader.outputs.points import fmt_points
 from grader.results import SubmissionResult
 from reference.config import Config
@@ -86,27 +92,27 @@ def manual_csv(
     ``answers[student]`` is ``{"choices": {...}, "explanations": {...}}`` as read from the
     submission's ``answers.yaml`` when it was graded.
     """
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    rows = [csv_row(COLUMNS)]
     items = manual_items(cfg)
     for r in results:
         given = answers.get(r.student, {})
         for item in items:
             merged = scores.get(r.student, {}).get(item, {})
             task, answer = _task(item, r, given, cfg)
-            writer.writerow(
-                [
-                    r.student,
-                    item,
-                    fmt_points(cfg.rubric[item].manual),
-                    fmt_points(merged["points"]) if "points" in merged else "",
-                    merged.get("comment", ""),
-                    task,
-                    answer,
-                ]
+            rows.append(
+                csv_row(
+                    [
+                        r.student,
+                        item,
+                        fmt_points(cfg.rubric[item].manual),
+                        fmt_points(merged["points"]) if "points" in merged else "",
+                        merged.get("comment", ""),
+                        task,
+                        answer,
+                    ]
+                )
             )
-    return buf.getvalue()
+    return "".join(rows)
 
 
 def _task(item: str, result: SubmissionResult, given: dict[str, Any], cfg: Config) -> tuple[str, str]:
@@ -163,7 +169,9 @@ def merge_sheet(
     report = MergeReport()
     for raw_row in reader:
         line = reader.line_num
-        row = {(k or "").strip(): v.strip() if isinstance(v, str) else "" for k, v in raw_row.items()}
+        row = {
+            (k or "").strip(): csv_value(v.strip()).strip() if isinstance(v, str) else "" for k, v in raw_row.items()
+        }
         student, item, raw = row.get("student", ""), row.get("item", ""), row.get("points", "")
         where = f"{sheet}: line {line}"
         if not student and not item and not raw:

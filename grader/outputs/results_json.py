@@ -3,6 +3,10 @@
 The schema is Gradescope's published format narrowed to what hw4grade promises; :func:`problems`
 adds the checks a schema cannot express (the total equals the sum of the tests, no test above its
 maximum), so the test suite and ``hw4grade`` itself use one definition of "valid".
+
+Gradescope shows ``output`` as plain text (``output_format: text``), so markup in a student's
+message stays text there; every string of the file still goes through
+``grader.outputs.escape.plain``: no escape sequence or control character reaches a reader.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from grader.outputs.escape import plain
 from grader.results import SubmissionResult
 from reference.config import Config
 
@@ -24,9 +29,19 @@ _TOLERANCE = 1e-3
 
 def gradescope_results(result: SubmissionResult, cfg: Config, *, public_only: bool = False) -> dict[str, Any]:
     """The Gradescope form of ``result``; hidden tests get the config's ``hidden_visibility``."""
-    return result.to_gradescope(
-        hidden_visibility=cfg.grading.hidden_visibility, include_not_run=not public_only
+    return _plain_strings(
+        result.to_gradescope(hidden_visibility=cfg.grading.hidden_visibility, include_not_run=not public_only)
     )
+
+
+def _plain_strings(data: Any) -> Any:
+    if isinstance(data, str):
+        return plain(data)
+    if isinstance(data, dict):
+        return {k: _plain_strings(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain_strings(v) for v in data]
+    return data
 
 
 def results_text(result: SubmissionResult, cfg: Config, *, public_only: bool = False) -> str:

@@ -8,6 +8,10 @@ guide instead of a wall of failures.
 
 Only public tests run in a self-check; the result holds hidden tests as "not run" records and
 nothing here prints their names, messages or count per item.
+
+The report goes to a terminal (and, through ``hw4grade ci``, to a CI log): one-line slots take
+student text through ``grader.outputs.escape.line`` and the whole report through ``plain``, so no
+escape sequence or control character of a message or a file name reaches the terminal.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import textwrap
 from dataclasses import dataclass, field
 
 from grader.answers import Answers
+from grader.outputs.escape import line, plain
 from grader.outputs.points import fmt_points
 from grader.results import STATUS_NOT_RUN, CaseResult, SubmissionResult
 
@@ -103,11 +108,11 @@ def render(
 ) -> str:
     """The self-check report; ``questions`` is the number of T/F questions of the term."""
     table = rows(result)
-    head = f"hw4grade check: {where} (public tests only; hidden tests run when you hand in)"
+    head = f"hw4grade check: {line(where)} (public tests only; hidden tests run when you hand in)"
     lines = [head]
     if result.grader_error:
         last = [ln for ln in result.grader_error.strip().splitlines() if ln.strip()][-1:] or ["unknown error"]
-        lines.append(f"The checker itself failed (not your fault): {last[0][:width]}")
+        lines.append(f"The checker itself failed (not your fault): {line(last[0])[:width]}")
     lines += [f"note: {_first_line(w)[:width]}" for w in result.warnings[:3]]
     started = [r for r in table if r.status != NOT_STARTED]
     todo = [r for r in table if r.status == NOT_STARTED]
@@ -120,7 +125,7 @@ def render(
             f"{total_passed} of {total_run} public tests pass for now. "
             "Run `hw4grade check` again after each function."
         )
-        return "\n".join(lines) + "\n"
+        return plain("\n".join(lines) + "\n")
     if not table:
         lines.append(
             "No public tests ran (this term's public tests may all be notebook checks: try --notebooks)."
@@ -143,7 +148,7 @@ def render(
         lines += ["", "Details of the first failures:"]
         for r in failing[:DETAILS_SHOWN]:
             case = r.failures[0]
-            lines.append(f"{r.item}: {case.doc or case.name}")
+            lines.append(f"{r.item}: {line(case.doc or case.name)}")
             msg = case.message.strip().splitlines()
             more = len(msg) - DETAIL_LINES
             lines += [f"    {ln}" for ln in msg[:DETAIL_LINES]]
@@ -162,7 +167,7 @@ def render(
     elif total_run and not result.grader_error:
         summary += " All public tests pass; hidden tests and notebook checks run when you hand in."
     lines.append(summary)
-    return "\n".join(lines) + "\n"
+    return plain("\n".join(lines) + "\n")
 
 
 def _untouched(table: list[Row]) -> bool:
@@ -178,9 +183,9 @@ def _untouched(table: list[Row]) -> bool:
 
 def _guide(table: list[Row], result: SubmissionResult, tf_todo: str) -> list[str]:
     where = {}
-    for line in result.found:
-        name, _, loc = line.partition(": ")
-        where[name] = "(not found: add it)" if "not found" in loc else loc.split(" (")[0].split(",")[0]
+    for found in result.found:
+        name, _, loc = found.partition(": ")
+        where[name] = "(not found: add it)" if "not found" in loc else line(loc.split(" (")[0].split(",")[0])
     lines = [
         "Nothing is implemented yet: the functions the public tests call still raise NotImplementedError.",
         "Start here, in this order:",
@@ -218,6 +223,8 @@ def _tf_todo(answers: Answers | None, questions: int) -> str:
         return ""
     if answers.file is None:
         return "answers.yaml: not found (copy it from the template and fill in each T/F choice)"
+    if answers.refused:
+        return f"{answers.refused} (until it is, no T/F choice counts)"
     empty = questions - len(answers.choices)
     if empty > 0:
         return (
@@ -234,7 +241,7 @@ def _functions(todo: list[Row]) -> list[str]:
 
 
 def _first_line(text: str) -> str:
-    return next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
+    return next((line(ln) for ln in plain(text).splitlines() if line(ln)), "")
 
 
 def _clip(text: str, n: int) -> str:

@@ -5,18 +5,19 @@ per item (full / partial / no points, counting only the tests this run executed)
 common failing test of each item. Tables: per
 item statistics with the most common failure and its usual message, every student with links to
 their feedback, grader errors, and the batch's warnings. The page holds no timings or dates, so
-the same results always give the same bytes.
+the same results always give the same bytes. Every text goes in through
+``grader.outputs.escape.html_text`` (student ids, messages and warnings are student-derived).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from grader.outputs.escape import html_text
 from grader.outputs.points import fmt_points
 from grader.results import STATUS_NOT_RUN, SubmissionResult
 from reference.config import ITEM_IDS, Config
@@ -93,7 +94,7 @@ def summary_html(results: list[SubmissionResult], cfg: Config, warnings: Sequenc
     stats = item_stats(results, cfg)
     possible = max((r.possible for r in graded), default=0.0)
     totals = [r.score for r in graded]
-    e = html.escape
+    e = html_text
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -182,7 +183,7 @@ def _median(xs: list[float]) -> float:
 
 
 def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+    return f'<img alt="{html_text(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
 def _figure(width: float, height: float):

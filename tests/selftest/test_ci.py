@@ -9,7 +9,7 @@ import pytest
 from batch_support import SUBMISSIONS, run_cli
 
 from grader.cli import DEFAULTS
-from grader.outputs import ci
+from grader.outputs import ci, escape
 from grader.outputs.results_json import problems
 from grader.results import CaseResult, build_result
 from reference.config import REPO_ROOT, load
@@ -58,8 +58,9 @@ def made_up():
 
 
 def test_workflow_command_values_are_escaped_as_github_does():
-    assert ci.escape_data("50% done\r\nnext") == "50%25 done%0D%0Anext"
-    assert ci.escape_property("lab1.b: a, b") == "lab1.b%3A a%2C b"
+    assert escape.gh_data("50% done\r\nnext") == "50%25 done%0Anext"  # CR LF is one line break
+    assert escape.gh_data("50% done\nnext") == "50%25 done%0Anext"
+    assert escape.gh_property("lab1.b: a, b") == "lab1.b%3A a%2C b"
 
 
 def test_annotations_say_what_failed_and_what_is_still_to_do():
@@ -75,7 +76,7 @@ def test_the_job_summary_is_a_table_of_public_items_and_names_no_hidden_test():
     text = ci.step_summary(made_up())
     assert (
         "| lab1.b | Lab 1 (b): plain gradient descent | 0 / 2 | ❌ failed | "
-        "run_gd(X, y): step 1: expected 0.28, got 0.14 |" in text
+        "`run_gd(X, y): step 1: expected 0.28, got 0.14` |" in text  # the message is a code span
     )
     assert "| lab1.a |" in text and "✅ passed" in text and "⬜ to do" in text
     assert "test_hidden" not in text and "lab2.b" not in text
