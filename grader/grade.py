@@ -17,6 +17,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 
+from grader.answers import read_answers
 from grader.redact import redact, submission_lines
 from grader.results import CaseResult, SubmissionResult, build_result
 from reference.config import Config, load
@@ -79,6 +80,9 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
     warnings += [f"while loading: {redact(e, own)}" for e in payload.get("load_errors", [])]
     if payload.get("load_failed"):
         warnings.append(f"your submission could not be loaded: {redact(payload['load_failed'], own)}")
+    refused = read_answers(path).refused  # an answers.yaml not read at all: say so, by name
+    if refused:
+        warnings.append(refused)
     result = build_result(
         student, cfg, cases,
         isolation=payload.get("isolation", ""),
