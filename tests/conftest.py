@@ -5,7 +5,7 @@ example database, no deadline and fixed example counts, so the same submission g
 examples -- and the same score -- on every run and every machine. ``dev`` is for development.
 """
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 
 def _no_local_constants() -> None:
@@ -41,6 +41,9 @@ settings.register_profile(
     # One failure per test: a student reads one smallest failing input, not a group of them.
     report_multiple_bugs=False,
     suppress_health_check=list(HealthCheck),
+    # No explain phase: it replays a failing example many times over to annotate which parts of it
+    # did not matter, which no feedback shows and which made a failing test cost seconds more.
+    phases=[p for p in Phase if p is not Phase.explain],
 )
 settings.register_profile("dev", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("dev")
