@@ -20,11 +20,13 @@ API (all paths are ``pathlib.Path``):
 ``unpack_submission(source, dest, limits=ArchiveLimits()) -> tuple[Path, list[str]]``
     One submission (a folder or a zip) into ``dest``; returns the folder to grade and warnings.
 
-``extract_zip(src, dest, limits=ArchiveLimits(), export=None) -> list[str]``
+``extract_zip(src, dest, limits=ArchiveLimits(), export=None, skipped=None) -> list[str]``
     The building block ``grader.batch`` uses: one zip into the empty folder ``dest`` with every
-    check below, nothing unwrapped (zips inside stay files). ``export`` picks the byte limit:
-    ``max_total_bytes`` for an LMS export, ``max_submission_bytes`` for one student's zip;
-    ``None`` guesses (two or more top-level folders or zips, or Canvas-style names: an export).
+    check below, nothing unwrapped (zips inside stay files). ``export`` picks the byte limit
+    (``max_total_bytes`` for an LMS export, ``max_submission_bytes`` for one student's zip) and
+    the entry policy below; ``None`` guesses (two or more top-level folders or zips, or
+    Canvas-style names: an export). ``skipped`` collects ``(entry name, reason)`` of an export's
+    skipped entries, so the batch can tell the student whose file it was.
 ``copy_submission(src, dest, limits=ArchiveLimits()) -> list[str]``
     A submission *folder* copied the same way (regular files only, links resolved or dropped):
     grade the copy, not the original, whenever the grader reads files in the trusted process.
@@ -35,10 +37,19 @@ rest of the batch goes on); ``Unpacked.warnings`` are human-readable notes, each
 :class:`ArchiveError` (a ``ValueError``) is raised only when ``source`` itself is unusable (not a
 zip, an export that is itself a zip bomb, a non-empty ``dest``): its message names the file.
 
-What is refused or dropped, and why:
+What is refused or dropped, and why. **One bad entry costs its own student at most**: in an LMS
+export every entry that cannot be extracted is skipped with a warning naming it (it is one
+student's file; the other students' files are untouched), and only what concerns the export as a
+whole (unreadable, overlapping entries, too many entries or bytes) refuses it. In one student's
+zip:
 
+* entry names that cannot exist on this file system (a component over 255 bytes, a path over
+  ``max_path_length``, a name the file system refuses): that entry is skipped with a warning,
+  the rest of the submission is graded (such names come from other systems, not only attacks);
+* entry names flagged UTF-8 that are not: extracted under the name with U+FFFD for the bad
+  bytes, with a warning (``zipfile`` alone refuses the whole archive for one such name);
 * entry names that are absolute (``/x``, ``C:\\x``), contain ``..``, a NUL or control
-  characters, or are too long: the archive is refused (they only come from crafted zips);
+  characters: the archive is refused (they only come from crafted zips);
 * two entries with the same name, or a file where a folder must be: refused (which one would a
   person see?);
 * symlinks: one to a regular file inside the same submission becomes a copy of it; any other
@@ -64,7 +75,9 @@ import os
 import re
 import shutil
 import stat
+import struct
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -143,6 +156,11 @@ class _Budget:
                                  f"{self.limits.max_total_bytes >> 20} MB")
 
 
+class _EntryError(ArchiveError):
+    """One entry cannot exist here (its name is too long for this file system, or the file
+    system refuses it): that entry is skipped with a warning, the rest is extracted."""
+
+
 class _TotalExceeded(ArchiveError):
     """The whole call's byte budget is spent: no later student can be unpacked either."""
 
@@ -169,7 +187,8 @@ def unpack_submissions(source: Path, dest: Path, limits: ArchiveLimits = Archive
         budget.per_submission = False
         try:
             try:
-                _extract_zip_file(source, staging, source.name, budget, depth=1, warnings=out.warnings)
+                _extract_zip_file(source, staging, source.name, budget, depth=1, warnings=out.warnings,
+                                  lenient=True)
             except _TotalExceeded:
                 raise
             except ArchiveError as exc:
@@ -215,8 +234,11 @@ def unpack_submission(source: Path, dest: Path, limits: ArchiveLimits = ArchiveL
 
 
 def extract_zip(src: Path, dest: Path, limits: ArchiveLimits = ArchiveLimits(), export: bool | None = None,
-                ) -> list[str]:
+                skipped: list[tuple[str, str]] | None = None) -> list[str]:
     """Extract one zip into the empty (or missing) folder ``dest``; return warnings.
+
+    An export (``export``) skips every entry it cannot extract, with a warning, and appends
+    ``(entry name, reason)`` to ``skipped`` (the batch tells that entry's student).
 
     Raises:
         ArchiveError: the zip is refused (the message names it and the reason).
@@ -231,7 +253,7 @@ def extract_zip(src: Path, dest: Path, limits: ArchiveLimits = ArchiveLimits(), 
         export = _looks_like_export(src)
     budget.per_submission = not export
     warnings: list[str] = []
-    _extract_zip_file(src, dest, src.name, budget, depth=1, warnings=warnings)
+    _extract_zip_file(src, dest, src.name, budget, depth=1, warnings=warnings, lenient=export, skipped=skipped)
     return warnings
 
 
@@ -396,22 +418,32 @@ def _is_zip_file(path: Path) -> bool:
 
 
 def _extract_zip_file(path: Path, dest: Path, where: str, budget: _Budget, depth: int,
-                      warnings: list[str]) -> None:
-    """Extract the zip at ``path`` into ``dest``; zips inside it stay files (callers open them)."""
+                      warnings: list[str], lenient: bool = False,
+                      skipped: list[tuple[str, str]] | None = None) -> None:
+    """Extract the zip at ``path`` into ``dest``; zips inside it stay files (callers open them).
+
+    ``lenient`` (an LMS export): any entry that cannot be extracted is skipped with a warning
+    (and listed in ``skipped`` as ``(entry name, reason)``), since it is one student's file; only
+    what concerns the whole archive (unreadable, overlapping entries, too many entries or bytes)
+    refuses it. Otherwise (one student's zip) only entries whose *name* cannot exist here are
+    skipped; a crafted entry (``..``, absolute, control characters) refuses the archive.
+    """
     if depth > budget.limits.max_depth:
         raise ArchiveError(f"{where}: zips nested more than {budget.limits.max_depth} deep")
     try:
         with open(path, "rb") as fh:
-            _extract_zip(fh, dest, where, budget, warnings)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError) as exc:
+            _extract_zip(fh, dest, where, budget, warnings, lenient, skipped if skipped is not None else [])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, zlib.error) as exc:
         raise ArchiveError(f"{where}: not a readable zip file ({exc})") from None
     except OSError as exc:
         raise ArchiveError(f"{where}: cannot be read ({exc.strerror or exc})") from None
 
 
-def _extract_zip(fh: IO[bytes], dest: Path, where: str, budget: _Budget, warnings: list[str]) -> None:
+def _extract_zip(fh: IO[bytes], dest: Path, where: str, budget: _Budget, warnings: list[str], lenient: bool,
+                 skipped: list[tuple[str, str]]) -> None:
     limits = budget.limits
-    with zipfile.ZipFile(fh) as zf:
+    zf, renamed = _open_zip(fh, where)
+    with zf:
         infos = zf.infolist()
         budget.add_members(len(infos), where)
         _check_overlaps(infos, where)
@@ -424,32 +456,143 @@ def _extract_zip(fh: IO[bytes], dest: Path, where: str, budget: _Budget, warning
                                f"{limit >> 20} MB limit (a zip bomb?)")
         seen: dict[str, str] = {}  # normalised path -> "file" / "dir"
         links: list[tuple[PurePosixPath, str]] = []
-        for info in infos:
-            parts = _member_parts(info.filename, where, limits)
-            if parts is None:
-                continue  # junk
-            rel = PurePosixPath(*parts)
-            _claim(seen, parts, info.is_dir(), where)
-            if info.flag_bits & 0x1:
-                raise ArchiveError(f"{where}: {info.filename} is password-protected")
-            mode = info.external_attr >> 16
-            if info.is_dir():
-                _mkdirs(dest, parts)
-                continue
-            if mode and stat.S_ISLNK(mode):
-                if info.file_size > 4096:
-                    raise ArchiveError(f"{where}: {info.filename} is a symlink with a "
-                                       f"{info.file_size}-byte target")
-                links.append((rel, zf.read(info).decode("utf-8", errors="replace")))
-                continue
-            if mode and not stat.S_ISREG(mode) and stat.S_IFMT(mode):
-                warnings.append(f"{info.filename}: not a regular file (mode {oct(mode)}); dropped")
-                continue
-            parent = _mkdirs(dest, parts[:-1])
-            with zf.open(info) as src:
-                _write_stream(src, parent / parts[-1], f"{where}: {info.filename}", budget,
-                              compressed=info.compress_size)
+        for index, info in enumerate(infos):
+            if index in renamed:
+                warnings.append(f"{where}: entry '{renamed[index]}' has a name that is not valid UTF-8 (though "
+                                f"the zip says it is); extracted as {info.filename!r}")
+            try:
+                _extract_member(zf, info, dest, where, budget, warnings, seen, links)
+            except _TotalExceeded:
+                raise
+            except (_EntryError, ArchiveError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                if not (lenient or isinstance(exc, _EntryError)):
+                    raise
+                why = str(exc).removeprefix(f"{where}: ").removeprefix(f"entry {info.filename!r} ")
+                warnings.append(f"{where}: entry {info.filename!r} skipped: {why}")
+                skipped.append((info.filename, why))
         _resolve_links(links, dest, where, budget, warnings)
+
+
+def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, where: str, budget: _Budget,
+                    warnings: list[str], seen: dict[str, str], links: list[tuple[PurePosixPath, str]]) -> None:
+    """One entry of a zip into ``dest`` (see :func:`_extract_zip_file` for what raises what)."""
+    parts = _member_parts(info.filename, where, budget.limits)
+    if parts is None:
+        return  # junk
+    rel = PurePosixPath(*parts)
+    _claim(seen, parts, info.is_dir(), where)
+    if info.flag_bits & 0x1:
+        raise ArchiveError(f"{where}: {info.filename} is password-protected")
+    mode = info.external_attr >> 16
+    if info.is_dir():
+        _mkdirs(dest, parts)
+        return
+    if mode and stat.S_ISLNK(mode):
+        if info.file_size > 4096:
+            raise ArchiveError(f"{where}: {info.filename} is a symlink with a {info.file_size}-byte target")
+        links.append((rel, zf.read(info).decode("utf-8", errors="replace")))
+        return
+    if mode and not stat.S_ISREG(mode) and stat.S_IFMT(mode):
+        warnings.append(f"{info.filename}: not a regular file (mode {oct(mode)}); dropped")
+        return
+    parent = _mkdirs(dest, parts[:-1])
+    with zf.open(info) as src:
+        _write_stream(src, parent / parts[-1], f"{where}: {info.filename}", budget, compressed=info.compress_size)
+
+
+def _open_zip(fh: IO[bytes], where: str) -> tuple[zipfile.ZipFile, dict[int, str]]:
+    """``zipfile.ZipFile(fh)``, also when an entry flagged as UTF-8 has a name that is not.
+
+    ``zipfile`` refuses the whole archive then (``UnicodeDecodeError``). Such names come from
+    real tools (a Latin-1 name behind the UTF-8 flag), so the archive is read again through a
+    view of the file whose central directory has the flag cleared on those entries; their names
+    become the bytes decoded as UTF-8 with U+FFFD for what does not decode. Returns the archive
+    and ``{index in infolist(): the raw name, as shown}`` for the renamed entries.
+    """
+    try:
+        return zipfile.ZipFile(fh), {}
+    except UnicodeDecodeError:
+        pass
+    fh.seek(0)
+    try:
+        start, directory, raw_names = _central_directory(fh)
+    except (OSError, struct.error, ValueError) as exc:
+        raise ArchiveError(f"{where}: not a readable zip file ({exc})") from None
+    view = _Patched(fh)
+    view.patch(start, directory)
+    zf = zipfile.ZipFile(view)
+    renamed = {}
+    for index, info in enumerate(zf.infolist()):  # in central-directory order, as raw_names
+        raw = raw_names.get(index)
+        if raw is not None:
+            # zipfile checks the local header's name against the directory's, decoded as that
+            # header's flag says: clear the flag there too (bytes 6-7 of the local header).
+            fh.seek(info.header_offset + 6)
+            (flags,) = struct.unpack("<H", fh.read(2))
+            view.patch(info.header_offset + 6, struct.pack("<H", flags & ~0x800))
+            info.filename = raw.decode("utf-8", errors="replace")
+            renamed[index] = repr(raw)[2:-1]
+    return zf, renamed
+
+
+def _central_directory(fh: IO[bytes]) -> tuple[int, bytes, dict[int, bytes]]:
+    """The central directory's start and bytes, the UTF-8 flag cleared on every entry whose name
+    does not decode, and those entries' raw names by their index in the directory. Located as
+    ``zipfile`` locates it (its own ``_EndRecData``: the end record, ZIP64 included)."""
+    endrec = zipfile._EndRecData(fh)  # type: ignore[attr-defined]
+    if not endrec:
+        raise ValueError("no end of central directory")
+    size = endrec[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    start = endrec[zipfile._ECD_LOCATION] - size  # type: ignore[attr-defined]
+    if endrec[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+    fh.seek(start)
+    data = bytearray(fh.read(size))
+    raw_names: dict[int, bytes] = {}
+    at, index = 0, 0
+    header = zipfile.structCentralDir  # type: ignore[attr-defined]
+    while at + 46 <= len(data):
+        # fields: 5 flag bits (at byte 8), 12-14 name, extra and comment lengths
+        fields = struct.unpack_from(header, data, at)
+        name = bytes(data[at + 46:at + 46 + fields[12]])
+        if fields[5] & 0x800:
+            try:
+                name.decode("utf-8")
+            except UnicodeDecodeError:
+                struct.pack_into("<H", data, at + 8, fields[5] & ~0x800)
+                raw_names[index] = name
+        at += 46 + fields[12] + fields[13] + fields[14]
+        index += 1
+    return start, bytes(data), raw_names
+
+
+class _Patched:
+    """A read-only view of a file with some byte ranges replaced (``patch``)."""
+
+    def __init__(self, fh: IO[bytes]):
+        self._fh = fh
+        self._patches: list[tuple[int, bytes]] = []
+
+    def patch(self, start: int, data: bytes) -> None:
+        self._patches.append((start, data))
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        pos = self._fh.tell()
+        chunk = bytearray(self._fh.read(n))
+        for start, data in self._patches:
+            lo, hi = max(pos, start), min(pos + len(chunk), start + len(data))
+            if lo < hi:
+                chunk[lo - pos:hi - pos] = data[lo - start:hi - start]
+        return bytes(chunk)
 
 
 def _check_overlaps(infos: list[zipfile.ZipInfo], where: str) -> None:
@@ -467,7 +610,7 @@ def _member_parts(name: str, where: str, limits: ArchiveLimits) -> tuple[str, ..
     if _CONTROL.search(name):
         raise ArchiveError(f"{where}: entry {name!r} has control characters in its name")
     if len(name) > limits.max_path_length:
-        raise ArchiveError(f"{where}: entry name of {len(name)} characters is too long")
+        raise _EntryError(f"{where}: entry name of {len(name)} characters is too long")
     norm = name.replace("\\", "/")
     if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
         raise ArchiveError(f"{where}: entry {name!r} is an absolute path")
@@ -477,8 +620,9 @@ def _member_parts(name: str, where: str, limits: ArchiveLimits) -> tuple[str, ..
     if not parts or any(_is_junk(p) for p in parts):
         return None
     for part in parts:
-        if len(part.encode("utf-8", "replace")) > 255:
-            raise ArchiveError(f"{where}: entry {name!r} has a name component over 255 bytes")
+        if len(part.encode("utf-8", "surrogateescape")) > 255:
+            raise _EntryError(f"{where}: entry {name!r} has a name component over 255 bytes, more than a "
+                              "file system here allows")
     return parts
 
 
@@ -551,16 +695,19 @@ def _copy_folder(src: Path, dest: Path, where: str, budget: _Budget, warnings: l
             if _is_junk(entry.name):
                 continue
             rel = rel_dir / entry.name
-            if entry.is_symlink():
-                links.append((rel, os.readlink(entry.path)))
-            elif entry.is_dir(follow_symlinks=False):
-                _mkdirs(dest, rel.parts)
-                stack.append(rel)
-            elif entry.is_file(follow_symlinks=False):
-                target = _mkdirs(dest, rel.parts[:-1]) / entry.name
-                _copy_file(Path(entry.path), target, f"{where}/{rel}", budget)
-            else:
-                warnings.append(f"{rel}: not a regular file; dropped")
+            try:
+                if entry.is_symlink():
+                    links.append((rel, os.readlink(entry.path)))
+                elif entry.is_dir(follow_symlinks=False):
+                    _mkdirs(dest, rel.parts)
+                    stack.append(rel)
+                elif entry.is_file(follow_symlinks=False):
+                    target = _mkdirs(dest, rel.parts[:-1]) / entry.name
+                    _copy_file(Path(entry.path), target, f"{where}/{rel}", budget)
+                else:
+                    warnings.append(f"{rel}: not a regular file; dropped")
+            except _EntryError as exc:  # a name this file system refuses: that file only
+                warnings.append(f"{where}/{rel}: skipped: {str(exc).removeprefix(f'{where}/{rel}: ')}")
     budget.add_members(count, where)
     _resolve_links(links, dest, where, budget, warnings)
 
@@ -579,7 +726,10 @@ def _copy_file(src: Path, dst: Path, where: str, budget: _Budget) -> None:
 def _write_stream(src: IO[bytes], dst: Path, where: str, budget: _Budget, compressed: int | None) -> None:
     """Copy ``src`` to the new file ``dst``, counting bytes as they come (headers can lie)."""
     limits = budget.limits
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise _EntryError(f"{where}: cannot be created here ({exc.strerror or exc})") from None
     written = 0
     try:
         with os.fdopen(fd, "wb") as out:
@@ -606,12 +756,15 @@ def _mkdirs(root: Path, parts: tuple[str, ...] | list[str]) -> Path:
     path = root
     for part in parts:
         path = path / part
-        if path.is_symlink():  # never created by us: refuse to write through one
-            raise ArchiveError(f"{path}: a symlink where a folder must be")
-        if not path.exists():
-            path.mkdir(mode=0o755)
-        elif not path.is_dir():
-            raise ArchiveError(f"{path.name} is both a file and a folder")
+        try:
+            if path.is_symlink():  # never created by us: refuse to write through one
+                raise ArchiveError(f"{path}: a symlink where a folder must be")
+            if not path.exists():
+                path.mkdir(mode=0o755)
+            elif not path.is_dir():
+                raise ArchiveError(f"{path.name} is both a file and a folder")
+        except OSError as exc:
+            raise _EntryError(f"{part}: cannot be created here ({exc.strerror or exc})") from None
     return path
 
 

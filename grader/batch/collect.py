@@ -50,6 +50,7 @@ class Source:
     path: Path  # a folder or a zip file
     kind: str  # "folder" or "zip"
     origin: str  # where it came from, as the instructor named it
+    warnings: tuple[str, ...] = ()  # for the student: e.g. an entry of the export not unpacked
 
 
 @dataclass
@@ -77,14 +78,19 @@ def collect(submissions: Path, work: Path, layout: str = "auto") -> Collection:
             raise BatchError(f"{submissions}: not a folder and not a .zip file")
         export = work / "export"
         shutil.rmtree(export, ignore_errors=True)
+        skipped: list[tuple[str, str]] = []
         try:
-            # Student zips inside stay zips here; each is unpacked by its own grading child.
+            # Student zips inside stay zips here; each is unpacked by its own grading child. An
+            # entry that cannot be extracted is skipped (and its student told, below).
             warnings += [
-                f"{submissions.name}: {w}" for w in archive.extract_zip(submissions, export, export=True)
+                f"{submissions.name}: {w}"
+                for w in archive.extract_zip(submissions, export, export=True, skipped=skipped)
             ]
         except ArchiveError as exc:
             raise BatchError(f"{submissions}: cannot be unpacked: {exc}") from None
-        with contextlib.suppress(OSError, zipfile.BadZipFile), zipfile.ZipFile(submissions) as zf:
+        # (a name flagged UTF-8 that is not makes zipfile raise UnicodeDecodeError, a ValueError;
+        # extract_zip read that export anyway, so only this note is lost then)
+        with contextlib.suppress(OSError, ValueError, zipfile.BadZipFile), zipfile.ZipFile(submissions) as zf:
             if any(n.startswith("__MACOSX/") or "/__MACOSX/" in n for n in zf.namelist()):
                 warnings.append(f"{submissions.name}: __MACOSX/ entries (macOS archive metadata) ignored")
         root, label = _unwrap_export(export), f"{submissions.name}:"
@@ -108,7 +114,34 @@ def collect(submissions: Path, work: Path, layout: str = "auto") -> Collection:
         raise BatchError(
             f"{submissions}: no submissions found (expected one folder or .zip file per student)"
         )
+    if submissions.is_file() and skipped:
+        sources = _tell_owners(sources, skipped, export, root, work)
     return Collection(_dedupe(sources, warnings), warnings)
+
+
+def _tell_owners(
+    sources: list[Source], skipped: list[tuple[str, str]], export: Path, root: Path, work: Path
+) -> list[Source]:
+    """Give each export entry that was not unpacked to the submission it belonged to, as a
+    warning that student reads (the batch's warnings name it too). An entry that was a whole
+    submission (a student's zip) has no submission left to tell: the batch warning says it."""
+    prefix = root.relative_to(export).parts
+    paths = {s.path for s in sources}
+    told: dict[Path, list[str]] = {}
+    for name, why in skipped:
+        parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+        rest = parts[len(prefix):] if parts[: len(prefix)] == list(prefix) else []
+        if not rest:
+            continue
+        owners = [root / rest[0], root.joinpath(*rest[:2])]
+        if m := CANVAS.match(rest[0]):
+            owners.append(work / "canvas" / f"{m.group('who')}_{m.group('uid')}")
+        owner = next((o for o in owners if o in paths), None)
+        if owner is not None:
+            told.setdefault(owner, []).append(
+                f"{'/'.join(rest)}: not unpacked from the export ({why}); graded without it"
+            )
+    return [replace(s, warnings=(*s.warnings, *told.get(s.path, ()))) for s in sources]
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -218,10 +251,11 @@ def _source(name: str, path: Path, origin: str) -> Source:
 
 
 def sanitize_id(name: str) -> str:
-    """A student id safe as a folder name and a CSV cell: ``[A-Za-z0-9._-]``, no leading dot;
+    """A student id safe as a folder name and a CSV cell: ``[A-Za-z0-9._-]``, no leading dot or dash;
     Moodle's ``_assignsubmission_file_`` suffix dropped."""
     name = re.sub(r"_assignsubmission_file_?$", "", name)
-    text = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "submission"
+    # No leading "-" either: a spreadsheet reads "-2+3" (the id starts a gradebook row) as a formula.
+    text = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._-").rstrip("._") or "submission"
     text = text[:100]
     return text + "_" if text in RESERVED else text
 

@@ -89,6 +89,7 @@ def run_batch(
                     key,
                     str(bd.work / "unpacked" / src.student),
                     options,
+                    warnings=src.warnings,
                 )
             )
         bd.write_batch_info(coll.sources, coll.warnings, Path(submissions))

@@ -2,7 +2,9 @@
 
 Every hostile archive is built here at test time (a folder sample cannot hold a ``../`` entry or
 a zip bomb): ``../`` and absolute entries, symlinks out of the folder, ratio bombs, overlapping
-entries (the "non-recursive zip bomb"), too many entries, nesting, duplicates, encryption.
+entries (the "non-recursive zip bomb"), too many entries, nesting, duplicates, encryption; and the
+entries that cannot exist here (a 264-byte name, a name flagged UTF-8 that is not, a name the file
+system refuses), which cost that entry only -- in an LMS export, every bad entry does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import grader.archive
 from grader.archive import (
     ArchiveError,
     ArchiveLimits,
@@ -132,7 +135,6 @@ def test_the_output_folder_must_be_empty_and_the_source_must_exist(tmp_path):
     ("/etc/evil.py", "absolute path"),
     ("C:/evil.py", "absolute path"),
     ("ok\x07.py", "control characters"),
-    ("a" * 600, "too long"),
 ])
 def test_hostile_entry_names_reject_that_student_only(tmp_path, name, why):
     """The student with the crafted zip gets 0 with the reason; the batch goes on; nothing escapes."""
@@ -304,3 +306,114 @@ def test_extract_zip_is_the_building_block_the_batch_uses(tmp_path):
     write(tmp_path / "evil.zip", zip_bytes({"../x.py": "1"}))
     with pytest.raises(ArchiveError, match=r"evil.zip: entry '../x.py' points outside its folder"):
         extract_zip(tmp_path / "evil.zip", tmp_path / "o4", SMALL)
+
+
+# ----------------------------------------------------------------------------- entries that cannot exist here
+
+LONG = "x" * 260 + ".py"  # 264 bytes: over the 255 a file name may have on Linux file systems
+DEEP = "d" * 100 + "/" + "e" * 100 + "/" + "f" * 100 + "/" + "g" * 100 + "/" + "h" * 100 + "/i.py"  # 506+
+
+
+def mislabelled_utf8(data: bytes, name: str, raw: bytes) -> bytes:
+    """``data`` (a zip) with entry ``name`` renamed to the bytes ``raw`` (same length), flagged
+    UTF-8 in both headers although ``raw`` is not UTF-8 (as some tools write Latin-1 names)."""
+    assert len(raw) == len(name.encode())
+    out = bytearray(data)
+    for signature, flags_at, name_at in ((b"PK\x03\x04", 6, 30), (b"PK\x01\x02", 8, 46)):
+        start = 0
+        while (start := out.find(signature, start)) >= 0:
+            if out[start + name_at:start + name_at + len(raw)] == name.encode():
+                out[start + flags_at + 1] |= 0x08  # bit 11 of the flags: "the name is UTF-8"
+                out[start + name_at:start + name_at + len(raw)] = raw
+            start += 4
+    return bytes(out)
+
+
+def test_names_that_cannot_exist_here_cost_that_entry_only(tmp_path):
+    """A student's zip with a 264-byte file name and a 600-character path: those two files are
+    skipped with a warning naming them; the rest is graded."""
+    write(tmp_path / "s.zip", zip_bytes({**GOOD, LONG: "x = 1", DEEP + "x" * 100: "y = 2"}))
+    folder, warnings = unpack_submission(tmp_path / "s.zip", tmp_path / "out", SMALL)
+    assert tree(folder) == GOOD
+    assert any(LONG in w and "over 255 bytes" in w and "skipped" in w for w in warnings)
+    assert any("characters is too long" in w and "skipped" in w for w in warnings)
+
+
+def test_a_name_flagged_utf8_that_is_not_is_extracted_under_a_readable_name(tmp_path):
+    """zipfile alone refuses the whole archive (UnicodeDecodeError) for one such name."""
+    data = mislabelled_utf8(zip_bytes({**GOOD, "hw4/cafe.py": "z = 3"}), "hw4/cafe.py", b"hw4/caf\xe9.py")
+    with pytest.raises(UnicodeDecodeError):
+        zipfile.ZipFile(io.BytesIO(data))
+    write(tmp_path / "s.zip", data)
+    folder, warnings = unpack_submission(tmp_path / "s.zip", tmp_path / "out", SMALL)
+    assert tree(folder) == {**GOOD, "hw4/caf\ufffd.py": "z = 3"}
+    assert any("hw4/caf\\xe9.py" in w and "not valid UTF-8" in w for w in warnings), warnings
+
+
+def test_a_name_the_file_system_refuses_costs_that_entry_only(tmp_path, monkeypatch):
+    """A file system that refuses a name (EILSEQ on a UTF-8-only volume, a reserved name...)."""
+    real_open = os.open
+
+    def refusing_open(path, flags, *args, **kwargs):
+        if "é" in os.fspath(path):
+            raise OSError(84, "Invalid or incomplete multibyte or wide character")
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(grader.archive.os, "open", refusing_open)
+    write(tmp_path / "s.zip", zip_bytes({**GOOD, "notes_é.py": "x = 1"}))
+    folder, warnings = unpack_submission(tmp_path / "s.zip", tmp_path / "out", SMALL)
+    assert tree(folder) == GOOD
+    assert any("notes_é.py" in w and "cannot be created here" in w for w in warnings), warnings
+
+
+def export_with_bad_entries() -> bytes:
+    """An LMS export: alice's folder holds a 264-byte name, a ``..`` entry, a control character
+    and a duplicate; carol's a name flagged UTF-8 that is not; dave (Canvas files) a 264-byte name;
+    bob is clean."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in GOOD.items():
+            zf.writestr(f"alice/{name}", text)
+            zf.writestr(f"carol/{name}", text)
+            zf.writestr(f"dave_12_34_{name}", text)
+        zf.writestr(f"alice/{LONG}", "x")
+        zf.writestr("alice/../../escaped.py", "x")
+        zf.writestr("alice/bell\x07.py", "x")
+        with pytest.warns(UserWarning, match=r"Duplicate name"):
+            zf.writestr("alice/lab1.ipynb", "a second one")
+        zf.writestr("carol/cafe.py", "z = 3")
+        zf.writestr(f"dave_12_34_{LONG}", "x")
+        zf.writestr("bob.zip", zip_bytes(GOOD))
+    return mislabelled_utf8(buf.getvalue(), "carol/cafe.py", b"carol/caf\xe9.py")
+
+
+def test_one_bad_entry_of_an_export_costs_that_entry_only(tmp_path):
+    write(tmp_path / "export.zip", export_with_bad_entries())
+    skipped: list[tuple[str, str]] = []
+    warnings = extract_zip(tmp_path / "export.zip", tmp_path / "flat", SMALL, export=True, skipped=skipped)
+    assert sorted(n for n, _ in skipped) == sorted([
+        f"alice/{LONG}", "alice/../../escaped.py", "alice/bell\x07.py", "alice/lab1.ipynb", f"dave_12_34_{LONG}"])
+    assert len(warnings) >= len(skipped) and not any(tmp_path.rglob("escaped.py"))
+    out = unpack_submissions(tmp_path / "export.zip", tmp_path / "out", SMALL)
+    got = {student: tree(folder) for student, folder in out.submissions}
+    assert sorted(got) == ["alice", "bob", "carol", "dave_12"] and out.rejected == []
+    assert got["alice"] == GOOD and got["bob"] == GOOD and got["dave_12"] == GOOD
+    assert got["carol"] == {**GOOD, "caf\ufffd.py": "z = 3"}
+
+
+def test_a_batch_over_an_export_with_bad_entries_grades_every_student(tmp_path):
+    """The whole batch (a stand-in grader): no BatchError (the CLI's exit 2), every student
+    graded, and the students whose entries were skipped are told which, in their own results."""
+    from batch_support import fake_grade
+
+    from grader.batch import run_batch
+    from grader.grade import GradeOptions
+
+    write(tmp_path / "export.zip", export_with_bad_entries())
+    report = run_batch(tmp_path / "export.zip", tmp_path / "out", GradeOptions(notebooks=False),
+                       grade_fn=fake_grade, progress=False, workers=1)
+    assert report.students == ["alice", "bob", "carol", "dave_12"] and report.grader_errors == []
+    told = {r.student: [w for w in r.warnings if "not unpacked from the export" in w] for r in report.results}
+    assert len(told["alice"]) == 4 and any(LONG in w and "over 255 bytes" in w for w in told["alice"])
+    assert len(told["dave_12"]) == 1 and told["bob"] == told["carol"] == []
+    assert any("caf\\xe9.py" in w and "not valid UTF-8" in w for w in report.warnings)
