@@ -88,6 +88,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from grader.batch import run_batch
     from grader.grade import GradeOptions
+    from grader.outputs.escape import line
     from grader.outputs.gradebook import gradebook_table
 
     if not Path(args.submissions).exists():
@@ -124,8 +125,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             executor=executor,
         )
-    for w in report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+    for w in report.warnings:  # they quote file names from the submissions: one clean line each
+        print(f"warning: {line(w)}", file=sys.stderr)
     print(gradebook_table(report.results))
     out = Path(args.out)
     print(

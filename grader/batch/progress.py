@@ -9,6 +9,7 @@ from typing import TextIO
 
 from grader.batch.executor import Outcome
 from grader.batch.job import Job
+from grader.outputs.escape import line
 from grader.results import STATUS_NOT_RUN, SubmissionResult
 
 __all__ = ["Progress", "points_line"]
@@ -36,7 +37,7 @@ class Progress:
             what = "GRADER ERROR (see grader-errors/)"
         else:
             what = points_line(result)
-        self.last = f"{outcome.job.student}: {what} ({outcome.seconds:.1f} s)"
+        self.last = line(f"{outcome.job.student}: {what} ({outcome.seconds:.1f} s)")  # a terminal line
         if self.enabled and not self.tty:
             print(
                 f"[{self.done:>{len(str(self.total))}}/{self.total}] {self.last}",
@@ -51,12 +52,12 @@ class Progress:
         width = 24
         filled = int(width * self.done / max(self.total, 1))
         elapsed = int(time.monotonic() - self.started_at)
-        line = (
+        status = (
             f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}, {self.running} running, "
             f"{elapsed // 60:02d}:{elapsed % 60:02d}  {self.last}"
         )
         cols = shutil.get_terminal_size((100, 20)).columns
-        self.stream.write("\r\x1b[K" + line[: cols - 1])
+        self.stream.write("\r\x1b[K" + status[: cols - 1])
         self.stream.flush()
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from grader.batch.store import BatchDir, result_of
 from grader.outputs import manual as manual_out
 from grader.outputs.atomic import write_text
+from grader.outputs.escape import plain
 from grader.outputs.feedback import feedback_markdown
 from grader.outputs.gradebook import gradebook_csv
 from grader.outputs.results_json import results_text
@@ -79,7 +80,8 @@ def _grader_faults(result: SubmissionResult) -> str:
     for case in result.cases():
         if case.fault == "grader":
             parts.append(f"{case.item} {case.name}: {case.status}\n{case.detail or case.message}")
-    return "\n\n".join(parts) + "\n" if parts else ""
+    # read with `cat` in a terminal: the student's text in a traceback keeps no escape sequence
+    return plain("\n\n".join(parts)) + "\n" if parts else ""
 
 
 def _write_sheet(bd: BatchDir, text: str, force: bool = False) -> None:

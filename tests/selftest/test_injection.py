@@ -27,6 +27,7 @@ import io
 import re
 import shutil
 from html.parser import HTMLParser
+from pathlib import Path
 
 import cmarkgfm
 import pytest
@@ -246,6 +247,23 @@ def test_the_where_to_start_guide_shows_file_names_without_control_characters():
     assert not CONTROL.search(text)
 
 
+def test_hw4grade_grade_prints_no_control_characters(monkeypatch, tmp_path, capsys):
+    """The batch's warnings quote folder and file names from the submissions."""
+    import grader.batch
+    from grader import cli
+    from grader.batch import BatchReport
+
+    def fake_run_batch(submissions, out, options, **kw):
+        return BatchReport(Path(out), ["mallory"], graded=["mallory"], results=[hostile_result()],
+                           warnings=[f"{BAD_NAME}: a stray file at the top level, ignored", TEXT])
+
+    monkeypatch.setattr(grader.batch, "run_batch", fake_run_batch)
+    assert cli.main(["grade", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr()
+    assert "warning: <img src=x onerror=alert(1)>[31m.py: a stray file" in printed.err
+    assert not CONTROL.search(printed.out + printed.err), repr(printed.err)
+
+
 def test_results_json_carries_no_control_characters_and_stays_valid():
     data = gradescope_results(hostile_result(), CFG)
     assert problems(data) == []
@@ -268,6 +286,18 @@ def test_gradebook_cells_are_inert_even_for_an_id_starting_with_a_sign():
     results = [hostile_result(s) for s in ("-2+3", "=1+1", "@SUM(A1)", "+x", "alice")]
     rows = assert_csv_inert(gradebook_csv(results))
     assert [escape.csv_value(r[0]) for r in rows[1:]] == ["-2+3", "=1+1", "@SUM(A1)", "+x", "alice"]
+
+
+def test_no_student_id_the_batch_makes_starts_with_a_sign(tmp_path):
+    """Folder and zip names become ids: none may start a gradebook row with = + - @."""
+    from grader.batch import collect
+
+    names = ["-2+3", "--rf", "=cmd|' calc'!A0", "@SUM(A1)", "+x", "-", "＝1+1"]
+    for name in names:
+        (tmp_path / "subs" / name).mkdir(parents=True)
+        (tmp_path / "subs" / name / "lab1.py").write_text("x = 1\n")
+    ids = [s.student for s in collect(tmp_path / "subs", tmp_path / "work", "flat").sources]
+    assert len(ids) == len(names) and not [i for i in ids if formula_like(i)], ids
 
 
 def test_the_manual_sheet_is_inert_and_a_merge_reads_back_what_it_wrote(tmp_path):
