@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grader.batch.errors import BatchError
+from grader.fingerprint import hash_file, sources_digest
 from grader.outputs.atomic import write_text
 from grader.results import SubmissionResult
-from reference.config import ITEM_IDS, REPO_ROOT, Config
+from reference.config import ITEM_IDS, Config
 
 if TYPE_CHECKING:
     from grader.batch.collect import Source
@@ -45,7 +46,7 @@ def content_hash(path: Path) -> str:
     path = Path(path)
     if path.is_file():
         h.update(b"file\0")
-        _hash_file(h, path)
+        hash_file(h, path)
         return h.hexdigest()
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
@@ -56,57 +57,17 @@ def content_hash(path: Path) -> str:
             if full.is_symlink():
                 h.update(b"link\0" + os.readlink(full).encode("utf-8", "surrogateescape"))
             else:
-                _hash_file(h, full)
+                hash_file(h, full)
             h.update(b"\0")
     return h.hexdigest()
 
 
-def _hash_file(h: Any, path: Path) -> None:
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-
-
-#: what decides a grade besides the submission (changing any of it regrades every submission)
-GRADING_SOURCES = ("grader", "tests/rubric", "tests/conftest.py", "reference", "student_template")
-#: files under GRADING_SOURCES that only present results: editing them does not regrade
-PRESENTATION = (
-    "grader/outputs",
-    "grader/cli.py",
-    "grader/batch/",
-    "grader/__main__.py",
-    "reference/handout",
-)
-
-
 def grading_fingerprint(options: GradeOptions, cfg: Config) -> str:
-    h = hashlib.sha256()
-    for rel in GRADING_SOURCES:
-        base = REPO_ROOT / rel
-        files = (
-            [base]
-            if base.is_file()
-            else sorted(p for p in base.rglob("*") if p.is_file())
-            if base.exists()
-            else []
-        )
-        for f in files:
-            name = f.relative_to(REPO_ROOT).as_posix()
-            # Caches and tool state (.hypothesis, .pytest_cache) are not grading sources.
-            parts = name.split("/")
-            if (
-                "__pycache__" in parts
-                or any(p.startswith(".") for p in parts)
-                or name.startswith(PRESENTATION)
-            ):
-                continue
-            h.update(name.encode() + b"\0")
-            _hash_file(h, f)
-    h.update(b"config\0" + cfg.path.read_bytes())
+    """The grading version (``grader.fingerprint.sources_digest``) and the grading options."""
+    h = hashlib.sha256(sources_digest(cfg).encode())
     opts = replace(options, slot=0)
     h.update(json.dumps(asdict(opts), sort_keys=True, default=str).encode())
     return h.hexdigest()
-
 
 
 class BatchDir:

@@ -297,7 +297,7 @@ def weight_tensors(draw, *, zeros: bool = True, both_signs: bool = False, min_di
 
 def pretrained_weight(name: str) -> torch.Tensor:
     """A weight of the fixture's pretrained ResNet-20 (a copy)."""
-    return refcache.pretrained_state()[name]
+    return refcache.pretrained_weight(name)
 
 
 pretrained_state = refcache.pretrained_state

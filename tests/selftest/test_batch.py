@@ -21,7 +21,7 @@ import pytest
 from batch_support import SUBMISSIONS, copy_samples, fake_grade, make_submissions
 
 import grader.batch.run
-import grader.batch.store
+import grader.fingerprint
 from grader.batch import (
     BatchDir,
     BatchError,
@@ -245,7 +245,7 @@ def test_the_fingerprint_follows_grading_sources_and_options_not_presentation(tm
     for rel in files:
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         (repo / rel).write_text("x = 1\n")
-    monkeypatch.setattr(grader.batch.store, "REPO_ROOT", repo)
+    monkeypatch.setattr(grader.fingerprint, "REPO_ROOT", repo)
     cfg = load()
     base = grading_fingerprint(FUNCTIONS, cfg)
     assert grading_fingerprint(GradeOptions(notebooks=False, slot=5), cfg) == base  # the slot is no option
