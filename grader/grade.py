@@ -49,7 +49,8 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
     with tempfile.TemporaryDirectory(prefix="hw4-report-") as tmp:
         report_path = Path(tmp) / "report.json"
         args = [
-            str(RUBRIC_DIR), "-p", "grader.plugin", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+            str(RUBRIC_DIR), "-p", "grader.plugin", "-p", "grader.replay", "-q", "-p", "no:cacheprovider",
+            "-p", "no:randomly",
             "--submission", str(path), "--hw4-report", str(report_path),
             "--hypothesis-profile", "grading", "--hw4-isolation", options.isolation,
             "--hw4-slot", str(options.slot), "-W", "ignore::pytest.PytestAssertRewriteWarning",

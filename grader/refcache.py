@@ -35,8 +35,8 @@ import torch
 
 from reference.config import load
 
-__all__ = ["ACCURACY_IMAGES", "cache_dir", "fixture_test_split", "pretrained_state", "prime",
-           "quantized_accuracy", "stored"]
+__all__ = ["ACCURACY_IMAGES", "cache_dir", "fixture_test_split", "keep", "lookup", "pretrained_state",
+           "pretrained_weight", "prime", "quantized_accuracy", "stored"]
 
 #: test images used by the quantized-accuracy check (200 keep it about a second per submission;
 #: a wrong level set moves the accuracy far more than a couple of images).
@@ -59,9 +59,19 @@ def cache_dir() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _version() -> str:
+    """The grading sources' digest and the libraries that compute and generate the values
+    (another Hypothesis generates other examples; another torch may round differently)."""
+    import hashlib
+    import sys
+
+    import hypothesis
+    import numpy
+
     from grader.fingerprint import sources_digest
 
-    return sources_digest(load())[:32]
+    libs = (f"{sys.version_info[:3]} torch {torch.__version__} numpy {numpy.__version__} "
+            f"hypothesis {hypothesis.__version__}")
+    return hashlib.sha256(f"{sources_digest(load())}\0{libs}".encode()).hexdigest()[:32]
 
 
 def _folder() -> Path:
@@ -92,6 +102,26 @@ def stored(name: str, compute: Callable[[], T]) -> T:
         _save(path, value)
     _memory[name] = value
     return value
+
+
+def lookup(name: str) -> Any | None:
+    """The value stored under ``name`` (in memory, else on disk), or None."""
+    if not _NAME.match(name):
+        raise ValueError(f"refcache.lookup: name {name!r} must match {_NAME.pattern}")
+    if name not in _memory:
+        try:
+            _memory[name] = torch.load(_folder() / f"{name}.pt", map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+    return _memory[name]
+
+
+def keep(name: str, value: Any) -> None:
+    """Store ``value`` under ``name`` (in memory and on disk) for :func:`lookup`."""
+    if not _NAME.match(name):
+        raise ValueError(f"refcache.keep: name {name!r} must match {_NAME.pattern}")
+    _memory[name] = value
+    _save(_folder() / f"{name}.pt", value)
 
 
 def _save(path: Path, value: Any) -> None:
