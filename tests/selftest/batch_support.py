@@ -1,8 +1,12 @@
 """Helpers for the tests of the command line and the batch: run ``hw4grade``, read what it wrote.
 
 The bundled samples are graded once per test session (``sample_batch`` in ``conftest.py``) by
-the real command, ``hw4grade grade fixtures/submissions --out OUT --workers 2 --no-notebooks``, and
-every test that needs graded results reads that folder.
+the real command, ``hw4grade grade SUBS --out OUT --workers 2 --no-notebooks``, and every test
+that needs graded results reads that folder. The few hostile samples whose grading waits on a
+limit (:data:`LIMITED`: an endless loop in a call or at import, a fork bomb) are graded by the
+same command in a batch of their own, with a test config of short limits (:data:`LIMITS`), at
+the same time: with the production limits they cost minutes each, and short limits prove the
+same thing (the limit holds, the rest of the submission is graded).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -63,11 +68,40 @@ def sample_dirs() -> list[Path]:
     return samples
 
 
-def grade_samples(tmp: Path) -> GradedBatch:
-    """The session's sample batch: the real command on ``fixtures/submissions`` (or on a copy of
-    the ``$HW4_SAMPLES`` subset, same layout and ids)."""
-    submissions = copy_samples(sample_dirs(), tmp / "subs") if SAMPLE_FILTER else SUBMISSIONS
-    return grade_folder(submissions, tmp / "out", "--no-notebooks", "--layout", "grouped")
+#: hostile samples whose grading waits on a limit: graded with :data:`LIMITS` (see the module doc)
+LIMITED = ("malicious/mal_fork_bomb", "malicious/mal_loop_at_import", "malicious/mal_loop_in_call")
+#: test-only limits: a hang costs seconds, not minutes; memory stays generous enough for torch
+LIMITS = {"call_timeout_s": 3.0, "import_timeout_s": 15.0, "submission_budget_s": 120.0, "memory_mb": 1536,
+          "max_output_bytes": 65536}
+
+
+def limits_config(folder: Path) -> Path:
+    """A copy of the term's config with the [grading] limits of :data:`LIMITS`."""
+    text = (ROOT / "reference" / "assignment.toml").read_text()
+    for key, value in LIMITS.items():
+        text, n = re.subn(rf"^{key} = [^\n#]*", f"{key} = {value}  ", text, flags=re.M)
+        assert n == 1, f"assignment.toml has no single [grading] {key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "assignment.toml"
+    path.write_text(text)
+    return path
+
+
+def grade_samples(tmp: Path) -> SampleBatches:
+    """The session's sample batches (the real command, both at once): every sample but the
+    :data:`LIMITED` ones with the production config, those with :data:`LIMITS`. Each batch grades
+    a copy of its samples in the ``<kind>/<name>`` layout, so ids are those of the corpus."""
+    samples = sample_dirs()
+    limited = [s for s in samples if s.relative_to(SUBMISSIONS).as_posix() in LIMITED]
+    main = [s for s in samples if s not in limited]
+    config = limits_config(tmp / "limits-config")
+    args = ("--no-notebooks", "--layout", "grouped")
+    started = {"main": start_folder(copy_samples(main, tmp / "subs"), tmp / "out", *args)}
+    if limited:
+        started["limited"] = start_folder(copy_samples(limited, tmp / "limited-subs"), tmp / "limited-out", *args,
+                                          workers=1, env={"HW4_CONFIG": str(config)})
+    done = {name: finish_folder(run) for name, run in started.items()}
+    return SampleBatches(done["main"], done.get("limited"), config)
 
 
 #: parallel gradings in the session's notebook batch; each notebook kernel gets its share of the CPUs
@@ -139,20 +173,82 @@ class GradedBatch:
             return list(csv.DictReader(fh))
 
 
+@dataclass
+class SampleBatches:
+    """The session's sample batches: ``main`` (production config) and ``limited`` (the
+    :data:`LIMITED` samples, with ``limited_config``). A sample's results are found in whichever
+    graded it (:meth:`student_for`, :meth:`result`, ...); the batch-wide files and listings
+    (``out``, ``gradebook()``, ``students()``, ``stdout``...) are the main batch's."""
+
+    main: GradedBatch
+    limited: GradedBatch | None
+    limited_config: Path
+
+    def __getattr__(self, name: str):
+        return getattr(self.main, name)
+
+    def _parts(self) -> list[GradedBatch]:
+        return [self.main] + ([self.limited] if self.limited is not None else [])
+
+    def student_for(self, sample: Path) -> str:
+        rel = sample.relative_to(SUBMISSIONS).as_posix()
+        return self._part_of_sample(rel).student_for(sample)
+
+    def _part_of_sample(self, rel: str) -> GradedBatch:
+        return self.limited if rel in LIMITED and self.limited is not None else self.main
+
+    def part(self, student: str) -> GradedBatch:
+        """The batch that graded ``student``."""
+        for part in self._parts():
+            if student in part.students():
+                return part
+        raise KeyError(f"{student} was graded by neither sample batch")
+
+    def all_students(self) -> list[str]:
+        return sorted(s for part in self._parts() for s in part.students())
+
+    def record(self, student: str) -> dict:
+        return self.part(student).record(student)
+
+    def result(self, student: str):
+        return self.part(student).result(student)
+
+    def results_json(self, student: str) -> dict:
+        return self.part(student).results_json(student)
+
+
 def grade_folder(submissions: Path, out: Path, *extra: str, workers: int = 2) -> GradedBatch:
-    started = time.monotonic()
-    proc = run_cli(
-        "grade",
-        str(submissions),
-        "--out",
-        str(out),
-        "--workers",
-        str(workers),
-        "--quiet",
-        *extra,
-        timeout=BATCH_TIMEOUT_S,
-    )
-    return GradedBatch(out, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+    return finish_folder(start_folder(submissions, out, *extra, workers=workers))
+
+
+@dataclass
+class _Started:
+    out: Path
+    proc: subprocess.Popen
+    started: float
+
+
+def start_folder(submissions: Path, out: Path, *extra: str, workers: int = 2,
+                 env: dict | None = None) -> _Started:
+    """Start ``hw4grade grade SUBMISSIONS --out OUT --workers N --quiet EXTRA`` (see :func:`finish_folder`)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grader", "grade", str(submissions), "--out", str(out), "--workers", str(workers),
+         "--quiet", *extra],
+        cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _Started(out, proc, time.monotonic())
+
+
+def finish_folder(run: _Started) -> GradedBatch:
+    """Wait for a started batch (at most :data:`BATCH_TIMEOUT_S`) and read what it printed."""
+    try:
+        stdout, stderr = run.proc.communicate(timeout=BATCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        run.proc.kill()
+        stdout, stderr = run.proc.communicate()
+        stderr += f"\n(stopped after {BATCH_TIMEOUT_S} s)"
+    return GradedBatch(run.out, run.proc.returncode, stdout, stderr, time.monotonic() - run.started)
 
 
 def copy_samples(samples: list[Path], dest: Path) -> Path:

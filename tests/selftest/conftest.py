@@ -39,12 +39,13 @@ def submission_copy(tmp_path):
 
 
 def grade(path: Path, *, notebooks: bool = False, public: bool = False, isolation: str = "auto",
-          k: str | None = None):
+          k: str | None = None, env: dict[str, str] | None = None):
     """Grade one folder with ``python -m grader.grade`` in a child process (a grading run is a
     pytest session of its own; it must not share this one's global state). Returns the
     ``SubmissionResult``. ``k``: a pytest ``-k`` expression selecting rubric tests (whole items,
-    e.g. ``"lab1e or lab1b"``), to keep a test of a few items fast."""
+    e.g. ``"lab1e or lab1b"``), to keep a test of a few items fast; ``env``: variables to set."""
     import json
+    import os
     import subprocess
     import sys
     import tempfile
@@ -57,18 +58,31 @@ def grade(path: Path, *, notebooks: bool = False, public: bool = False, isolatio
         cmd += [] if notebooks else ["--no-notebooks"]
         cmd += ["--public"] if public else []
         cmd += ["-k", k] if k else []
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=1800, check=False,
+                              env={**os.environ, **(env or {})})
         if proc.returncode != 0 or not out.exists():
             raise AssertionError(f"grading {path} failed ({proc.returncode}):\n"
                                  f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return SubmissionResult.from_dict(json.loads(out.read_text()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def reference_cache(tmp_path_factory):
+    """One ``grader.refcache`` folder for the session (``HW4_CACHE_DIR``, inherited by every grading
+    process): the suite starts from nothing, as on a fresh machine, and its gradings share the
+    reference values and recorded examples the first of them stored."""
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("refcache")
+        mp.setenv("HW4_CACHE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(scope="session")
 def sample_batch(tmp_path_factory):
     """Every bundled sample graded once per session by the real command line:
-    ``hw4grade grade fixtures/submissions --out OUT --workers 2 --no-notebooks`` (a ``GradedBatch``
-    from ``batch_support``; read it, never write to it: copy it first)."""
+    ``hw4grade grade SUBS --out OUT --workers 2 --no-notebooks`` (``batch_support.SampleBatches``:
+    the samples that wait on a limit in a batch of their own with short test limits; read it,
+    never write to it: copy it first)."""
     from batch_support import grade_samples
 
     return grade_samples(tmp_path_factory.mktemp("sample-batch"))

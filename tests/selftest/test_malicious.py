@@ -3,7 +3,8 @@
 Two gradings of the corpus are checked:
 
 * **The session's sample batch** (``sample_batch``: the real ``hw4grade grade`` over every bundled
-  sample, malicious ones among the well-behaved, two workers, the real config, ``bwrap``): no
+  sample, malicious ones among the well-behaved, two workers, the real config -- the test-only
+  limits for the samples that wait on a limit, ``batch_support.LIMITED`` --, ``bwrap``): no
   grader error, no line of the grader's own source in any student-visible text, every attack
   marker at 0, a hang bounded by its timeouts, the correct sample exactly as graded alone.
   (``test_samples.py`` checks every item of every sample against its ``expected.json`` there.)
@@ -30,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from batch_support import BATCH_TIMEOUT_S, meets
+from batch_support import BATCH_TIMEOUT_S, LIMITS, limits_config, meets
 from conftest import ROOT, SUBMISSIONS, grade
 
 from fixtures.samples.specs_malicious import CANARY_DIR, CANARY_FILE, FORK_SLEEP, NET_PORT, SAMPLES
@@ -48,9 +49,6 @@ CONTROLS = ["lab1.b", "lab1.a", "lab3.e"]  # cheap items; the first one a sample
 MUST_REPORT = {"mal_read_tests": "READ-SECRETS found", "mal_socket": "NET connected",
                "mal_write_outside": "WROTE n", "mal_fake_results": "WROTE n", "mal_delete_files": "DELETED n"}
 MARKERS = re.compile(r"HW4-(READ-SECRETS found|NET connected|WROTE n|DELETED n)=(\d+)")
-# Test-only limits: a hang costs seconds, not minutes. Memory stays generous enough for torch.
-LIMITS = {"call_timeout_s": 3.0, "import_timeout_s": 15.0, "submission_budget_s": 120.0, "memory_mb": 1536,
-          "max_output_bytes": 65536}
 PARALLEL = 3
 
 
@@ -76,13 +74,8 @@ def _k(items: list[str]) -> str:
 
 @pytest.fixture(scope="module")
 def test_config(tmp_path_factory) -> Path:
-    text = (ROOT / "reference" / "assignment.toml").read_text()
-    for key, value in LIMITS.items():
-        text, n = re.subn(rf"^{key} = [^\n#]*", f"{key} = {value}  ", text, flags=re.M)
-        assert n == 1, f"assignment.toml has no single [grading] {key}"
-    path = tmp_path_factory.mktemp("config") / "assignment.toml"
-    path.write_text(text)
-    return path
+    """The term's config with the test-only limits (``batch_support.LIMITS``: a hang costs seconds)."""
+    return limits_config(tmp_path_factory.mktemp("config"))
 
 
 class Listener:
@@ -191,8 +184,9 @@ def test_in_the_batch_the_sample_leaks_nothing_and_every_attack_failed(sample_ba
 # The session batch grades every sample (minutes): whichever test asks first waits for it.
 @pytest.mark.timeout(BATCH_TIMEOUT_S)
 def test_in_the_batch_a_hang_costs_at_most_its_timeouts(sample_batch):
-    """An endless loop in soft_threshold costs max_strikes timeouts per hanging function, no more."""
-    cfg = load()
+    """An endless loop in soft_threshold costs max_strikes timeouts per hanging function, no more
+    (graded with the test-only limits, as every sample that waits on a limit: batch_support.LIMITED)."""
+    cfg = load(sample_batch.limited_config)
     result = sample_batch.result(sample_batch.student_for(MALICIOUS / "mal_loop_in_call"))
     hung = [c for item in ("lab1.e", "lab1.f") for c in result.items[item].cases if c.kind == "function"]
     timeout = cfg.grading.call_timeout_s
