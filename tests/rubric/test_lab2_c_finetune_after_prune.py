@@ -7,9 +7,6 @@ course's momentum and weight decay. Masking the weights after ``optimizer.step()
 gradients before it are both right, and both give exactly the reference's kept weights.
 """
 
-import copy
-import functools
-
 import pytest
 import torch
 from lab2_support import (
@@ -35,12 +32,6 @@ CALL = "finetune_after_prune(net, trainloader, criterion, optimizer, prune={})"
 
 
 def _pruned_model(q: float = CFG.lab2.q, random_mask: bool = False):
-    """A fresh copy of the fixture model pruned by the reference (built once per process)."""
-    return copy.deepcopy(_pruned_prototype(q, random_mask))
-
-
-@functools.lru_cache(maxsize=4)
-def _pruned_prototype(q: float, random_mask: bool):
     net = fixture_model()
     if random_mask:
         # a zero pattern that is not magnitude pruning: re-pruning by |w| cannot reproduce it
