@@ -2,8 +2,10 @@
 
 Each call ships its inputs to the sandboxed worker (modules as specs: type, constructor arguments
 and state), runs the student's function there and brings back the return value and the new state
-of mutated arguments, which are written back into the caller's objects -- so a test reads
-``layer.weight`` after the call exactly as if the function had run locally. Everything that comes
+of module arguments, which is written back into the caller's modules -- so a test reads
+``layer.weight`` after the call exactly as if the function had run locally. Arrays and tensors
+travel as copies and are never written back (nothing a student function does reaches the test's
+data). Everything that comes
 back is plain data (see ``channel``); nothing is unpickled.
 
 Failures become ``StudentError`` subclasses with the function's name and the call: an exception
@@ -175,6 +177,24 @@ class Submission:
             _write_back(kwargs[key], after, name)
         self.last = CallInfo({int(k): v for k, v in body["inplace"].items()}, float(body["seconds"]))
         return body["value"]
+
+    def call_many(self, name: str, calls: list[list], timeout: float | None = None) -> list:
+        """``[name(*args) for args in calls]`` in one round trip: arguments of plain data only,
+        nothing written back, one timeout for the whole batch. Each call gets the seed a single
+        call with its arguments gets, and reaches the student's function the way a single call
+        does (see ``worker.op_call``)."""
+        target = self.target(name)
+        first = describe_call(name, tuple(calls[0]) if calls else (), {})
+        call_text = first + (f" and {len(calls) - 1} more calls" if len(calls) > 1 else "")
+        enc = ch.Encoder()
+        request = {"op": "call", "target": target,
+                   "seeds": [_seed(describe_call(name, tuple(c), {})) for c in calls],
+                   "calls": enc.encode([[_to_wire(a) for a in c] for c in calls])}
+        body = self._send(request, enc.blobs, name, call_text, timeout, unit=target.partition(":")[0])
+        values = body.get("values")
+        if not isinstance(values, list) or len(values) != len(calls):
+            raise BadReturn("the worker's reply is malformed", function=name, call=call_text)
+        return values
 
     def probe(self, probe: str, name: str | None, timeout: float | None = None, **kwargs: Any) -> dict:
         """Run a named worker probe that exercises the student's ``name`` (e.g. ``ste``).
@@ -356,30 +376,30 @@ def _to_wire(value: Any) -> Any:
 
 
 def _write_back(original: Any, after: Any, name: str) -> None:
-    """Give ``original`` the state the worker reports after the call."""
-    if after is None:
+    """Give a module argument the state the worker reports after the call.
+
+    Only ``nn.Module`` arguments are updated: the homework's in-place functions (pruning,
+    finetuning) change a module, and a test then reads it like the student's own code would.
+    Arrays and tensors never are: whatever a student function does to its copy of an input stays
+    in the sandbox, so nothing it returns can reach data a later test or the reference reads
+    (a test's array may be a view of session data, e.g. the homework's y as a column).
+    """
+    if after is None or not isinstance(original, nn.Module):
         return
-    if isinstance(original, nn.Module):
-        if not isinstance(after, dict) or "state" not in after:
-            raise BadReturn("the module argument came back unreadable", function=name)
-        try:
-            # strict: a student who renames or drops a parameter is told, not silently ignored
-            with torch.no_grad():
-                for key, value in after["state"].items():
-                    target = original.state_dict()[key]
-                    if target.shape != value.shape:
-                        raise BadReturn(f"changed the shape of {key} from {tuple(target.shape)} to "
-                                        f"{tuple(value.shape)}", function=name)
-                    target.copy_(value.to(target.dtype))
-        except KeyError as exc:
-            raise BadReturn(f"the module came back with an unexpected entry {exc}", function=name) from None
-    elif isinstance(original, torch.Tensor) and isinstance(after, torch.Tensor):
-        if original.shape == after.shape:
-            with torch.no_grad():
-                original.copy_(after.to(original.dtype))
-    elif isinstance(original, np.ndarray) and isinstance(after, np.ndarray):
-        if original.shape == after.shape and original.flags.writeable:
-            original[...] = after
+    if not isinstance(after, dict) or "state" not in after:
+        raise BadReturn("the module argument came back unreadable", function=name)
+    try:
+        # strict: a student who renames or drops a parameter is told, not silently ignored
+        with torch.no_grad():
+            for key, value in after["state"].items():
+                target = original.state_dict()[key]
+                if not isinstance(value, torch.Tensor) or target.shape != value.shape:
+                    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                    raise BadReturn(f"changed the shape of {key} from {tuple(target.shape)} to {shape}",
+                                    function=name)
+                target.copy_(value.to(target.dtype))
+    except KeyError as exc:
+        raise BadReturn(f"the module came back with an unexpected entry {exc}", function=name) from None
 
 
 def describe_call(name: str, args: tuple, kwargs: dict, limit: int = 300) -> str:

@@ -10,8 +10,9 @@ Requests (``op``):
                (already filtered) definitions as a module registered under ``module``; reply with
                each unit's status and top-level names.
     ``call``   target "unit:qual.name", args, kwargs, seed: run the student's callable; reply
-               with the return value, the new state of module/tensor/array arguments and whether
-               each module parameter was updated in place.
+               with the return value, the new state of module arguments and whether each
+               module parameter was updated in place. With ``calls`` (argument lists) and
+               ``seeds`` instead: the callable on each, values in order, in one round trip.
     ``probe``  a named harness routine (autograd round trip of ``STE``, a quantized model's
                accuracy, ...) that needs student code in the loop.
     ``ping``   liveness.
@@ -120,43 +121,70 @@ def _shadows_installed(modname: str, student_file: str) -> bool:
 # ----------------------------------------------------------------------------- calls
 
 
+#: at most this many argument lists in one batched call (a 200-step trajectory needs 200)
+MAX_BATCH = 2000
+
+
 def op_call(req: dict, blobs: list[bytes]) -> dict:
+    """One call of the student's function -- or, with ``calls``, the same function on many
+    argument lists of plain data in one round trip (error carried forward evaluates a student's
+    gradient at every row of a trajectory). Every call reaches the student's code through
+    ``_invoke``, with the seed a single call with those arguments gets: nothing on its stack names
+    a grader routine that would tell a batch from a test's own call."""
     fn = _resolve(req["target"])
+    batch = "calls" in req
     try:
-        args = ch.decode(req["args"], blobs, specs=True)
-        kwargs = ch.decode(req["kwargs"], blobs, specs=True)
-        builder = _Builder()
-        args = [builder.build(a, args_so_far=None) for a in args]
-        builder.args = args
-        args = [builder.build_late(a) for a in args]
-        kwargs = {k: builder.build_late(builder.build(v, None)) for k, v in kwargs.items()}
-        before = {i: _param_ids(a) for i, a in enumerate(args)}
+        if batch:
+            calls = ch.decode(req["calls"], blobs)  # plain data only: no specs in a batch
+            seeds = req.get("seeds")
+            if (not isinstance(calls, list) or len(calls) > MAX_BATCH or not isinstance(seeds, list)
+                    or len(seeds) != len(calls) or not all(isinstance(c, list) for c in calls)):
+                raise Reply("grader", f"a batch holds at most {MAX_BATCH} argument lists, one seed each")
+            jobs = [(c, {}, seed) for c, seed in zip(calls, seeds, strict=True)]
+        else:
+            args = ch.decode(req["args"], blobs, specs=True)
+            kwargs = ch.decode(req["kwargs"], blobs, specs=True)
+            builder = _Builder()
+            args = [builder.build(a, args_so_far=None) for a in args]
+            builder.args = args
+            args = [builder.build_late(a) for a in args]
+            kwargs = {k: builder.build_late(builder.build(v, None)) for k, v in kwargs.items()}
+            before = {i: _param_ids(a) for i, a in enumerate(args)}
+            jobs = [(args, kwargs, req.get("seed", 0))]
     except Reply:
         raise
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt | CallTimeout):
             raise
         raise _fault(exc, "building the inputs") from None
-    _seed(req.get("seed", 0))
     started = time.perf_counter()
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as exc:
-        if isinstance(exc, KeyboardInterrupt | CallTimeout):
-            raise
-        mismatch = _signature_mismatch(fn, req["target"], args, kwargs, exc)
-        if mismatch:
-            raise Reply("signature", mismatch) from None
-        raise _student_reply(exc) from None
+    values = [_invoke(fn, req["target"], args, kwargs, seed) for args, kwargs, seed in jobs]
     seconds = time.perf_counter() - started
+    if batch:
+        return {"values": values, "seconds": seconds}
+    args, kwargs, _ = jobs[0]
     inplace = {str(i): _inplace(before[i], a) for i, a in enumerate(args) if before[i] is not None}
     return {
-        "value": result,
+        "value": values[0],
         "args": [_after(a) for a in args],
         "kwargs": {k: _after(v) for k, v in kwargs.items()},
         "inplace": inplace,
         "seconds": seconds,
     }
+
+
+def _invoke(fn, target: str, args: list, kwargs: dict, seed: int):
+    """``fn(*args, **kwargs)`` seeded; the student's exception as a ``Reply``."""
+    _seed(seed)
+    try:
+        return fn(*args, **kwargs)
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt | CallTimeout):
+            raise
+        mismatch = _signature_mismatch(fn, target, args, kwargs, exc)
+        if mismatch:
+            raise Reply("signature", mismatch) from None
+        raise _student_reply(exc) from None
 
 
 def _signature_mismatch(fn, target: str, args: list, kwargs: dict, exc: BaseException) -> str | None:
@@ -192,12 +220,11 @@ def _resolve(target: str):
 
 
 def _after(value):
-    """What goes back for an argument after the call: its new state, or nothing."""
+    """What goes back for an argument after the call: a module's new state (the grader writes
+    it into its module: pruning and finetuning work in place), else nothing."""
     import torch
 
-    if isinstance(value, torch.nn.Module | torch.Tensor | np.ndarray):
-        return value
-    if isinstance(value, list) and all(isinstance(v, np.ndarray | torch.Tensor) for v in value):
+    if isinstance(value, torch.nn.Module):
         return value
     return None
 

@@ -15,18 +15,24 @@ Three decisions the Lab 1 tests share, made once here:
 * **Error carried forward.** A runner that is wrong only because the student's own ``gradient``
   (item a) or, in (f), ``soft_threshold`` (item e) is wrong is graded as right, so one bug costs
   points once (DESIGN section 4). The student's function is evaluated at every row in one round
-  trip (probe ``lab1_map``) and the step check is repeated with its values. This only ever
-  turns a failure into a pass; a correct submission never calls it.
+  trip (``Submission.call_many``: a batch the student's code reaches exactly as it reaches a
+  test's own call) and the step check is repeated with its values. This only ever turns a
+  failure into a pass; a correct submission never calls it. It pays only for runs that do the
+  work (issue 14): never for a trajectory that stays at W0, nor with a function that is
+  degenerate -- zeros, a constant, the input back, a gradient that ignores W or the data, a
+  soft_threshold that ignores tau (:class:`NotCarried`) -- or that answers two of the rows,
+  asked first as ordinary calls, differently from the batch.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from hypothesis import strategies as st
-from rubric_support import as_trajectory, as_vector, fmt
+from rubric_support import as_trajectory, as_vector, fmt, trivial_answer
 
 import reference.lab1 as ref
 from grader.errors import BadReturn, StudentError, StudentException
@@ -36,6 +42,7 @@ __all__ = [
     "TERM_WEIGHTS",
     "UPDATES",
     "Divergence",
+    "NotCarried",
     "Run",
     "as_run_trajectory",
     "as_scalar",
@@ -49,8 +56,10 @@ __all__ = [
     "check_soft_threshold",
     "check_trimmed",
     "grade_each_parameter",
-    "map_student",
     "operator_tolerance",
+    "own_gradient",
+    "own_soft",
+    "own_values",
     "require_finite",
     "runner_data",
     "step_tolerance",
@@ -121,7 +130,8 @@ def _ndim(value) -> int:
 
 
 def _column(a) -> np.ndarray:
-    return np.asarray(a, dtype=float).reshape(-1, 1)
+    """``a`` as a column: always a new array (a view of the test's data would be passed on)."""
+    return np.array(a, dtype=float).reshape(-1, 1)
 
 
 def call_in_layouts(submission, name: str, args: Sequence, *, columns: Sequence[int],
@@ -172,25 +182,6 @@ def _same(a, b) -> bool:
     return x.shape == y.shape and bool(np.array_equal(x, y, equal_nan=True))
 
 
-def map_student(submission, name: str, calls: list[list], size: int, *,
-                columns: Sequence[int]) -> np.ndarray | None:
-    """The student's ``name(*args)`` for every argument list in ``calls``, as a (len(calls), size)
-    array; tried with 1-D vectors, then with columns. None when neither works (never raises)."""
-    for layout in ("row", "column"):
-        wire = [[(_column(a) if layout == "column" and i in columns else a) for i, a in enumerate(args)]
-                for args in calls]
-        try:
-            values = submission.probe("lab1_map", name, calls=wire)["values"]
-            if not isinstance(values, list) or len(values) != len(calls):
-                continue
-            out = np.array([as_vector(v, size, name) for v in values])
-        except (StudentError, AssertionError):
-            continue
-        if np.isfinite(out).all():
-            return out
-    return None
-
-
 # ----------------------------------------------------------------------------- step checks
 
 
@@ -220,6 +211,8 @@ class Divergence:
     expected: list[np.ndarray]  # the valid values of this row (several when magnitudes tie)
     previous: np.ndarray | None
     hint: str = ""
+    #: why the student's own functions did not excuse the run (error carried forward), if said
+    note: str = ""
 
     def message(self, what: str, run: Run) -> str:
         closest = min(self.expected, key=lambda e: float(np.abs(e - self.got).max()))
@@ -231,7 +224,8 @@ class Divergence:
                 f" (lr = {run.lr:g}).\n  row {self.row - 1}: {fmt(self.previous)}\n"
                 f"  expected row {self.row}: {fmt(closest)}{alternatives}\n"
                 f"  your row {self.row}:    {fmt(self.got)}")
-        return text + (f"\n  Hint: {self.hint}" if self.hint else "")
+        text += f"\n  Hint: {self.hint}" if self.hint else ""
+        return text + (f"\n  (Not excused by your own functions: {self.note}.)" if self.note else "")
 
 
 def step_tolerance(run: Run, W: np.ndarray) -> float:
@@ -351,8 +345,10 @@ def check_run(run: Run, traj: np.ndarray, *,
     run) from the previous one, within :func:`step_tolerance`. If not, and ``student_gradient``
     (rows -> the student's gradients there) or ``student_soft`` (V rows -> the student's
     ``soft_threshold``, for (f)) are given, the check is repeated with their values (error carried
-    forward). The returned divergence is always the one against the reference, with a hint when
-    the wrong row matches a known wrong reading.
+    forward) -- unless they raise :class:`NotCarried`, or the trajectory never leaves W0 while
+    the student's gradient is 0 there (a step of zero is no work). The
+    returned divergence is always the one against the reference, with a hint when the wrong row
+    matches a known wrong reading and a note when the student's functions could not excuse it.
     """
     with np.errstate(all="ignore"):
         G_ref = np.array([ref.gradient(W, run.X, run.y) for W in traj[:-1]]).reshape(run.steps, run.n)
@@ -370,8 +366,15 @@ def check_run(run: Run, traj: np.ndarray, *,
         assert first is not None
         if first.row == 0:
             return first
+        notes: list[str] = []
         sources = [G_ref]
-        student_G = student_gradient(traj[:-1]) if student_gradient is not None else None
+        student_G = _carried(student_gradient, traj[:-1], notes)
+        if student_G is not None and not float(np.ptp(traj, axis=0).max()) > 0 and not np.abs(student_G[0]).max() > 0:
+            # A run that never leaves W0 because the student's step is zero there did no work
+            # (zeros are then "a valid run" of every method); one that a threshold keeps at W0
+            # from a nonzero step is checked like any other.
+            notes.append("the trajectory never moves from W0 = 0, where your gradient is 0")
+            student_G, student_soft = None, None
         if student_G is not None and not np.allclose(student_G, G_ref, rtol=1e-5, atol=1e-6):
             sources.append(student_G)
             for rule in RULES[run.method].values():
@@ -379,13 +382,27 @@ def check_run(run: Run, traj: np.ndarray, *,
                     return None
         if run.method == "trimmed" and student_soft is not None:
             for G in sources:
-                SV = student_soft(traj[:-1] - run.lr * G)
+                SV = _carried(student_soft, traj[:-1] - run.lr * G, notes)
                 if SV is None:
                     break
                 for rule in RULES[run.method].values():
                     if _first_divergence(run, traj, rule, G, SV) is None:
                         return None
-        return _with_hint(run, traj, first, G_ref)
+        return replace(_with_hint(run, traj, first, G_ref), note="; ".join(notes))
+
+
+def _carried(own: Callable[[np.ndarray], np.ndarray | None] | None, arg: np.ndarray,
+             notes: list[str]) -> np.ndarray | None:
+    """``own(arg)``, or None when there is no such function or it cannot excuse the run (then
+    its reason joins ``notes``)."""
+    if own is None:
+        return None
+    try:
+        return own(arg)
+    except NotCarried as exc:
+        if str(exc) and str(exc) not in notes:
+            notes.append(str(exc))
+        return None
 
 
 def _with_hint(run: Run, traj: np.ndarray, div: Divergence, G_ref: np.ndarray) -> Divergence:
@@ -398,6 +415,123 @@ def _with_hint(run: Run, traj: np.ndarray, div: Divergence, G_ref: np.ndarray) -
     if len(explains) == 1:
         return Divergence(div.row, div.got, div.expected, div.previous, explains[0])
     return div
+
+
+# ----------------------------------------------------------------------------- error carried forward
+
+
+class NotCarried(Exception):
+    """The student's own function cannot excuse a trajectory (error carried forward); the message
+    says why, for feedback ("" when the function simply could not be evaluated)."""
+
+
+#: rows of a batch first asked as ordinary calls (error carried forward's spot checks)
+SPOT_CHECKS = 2
+
+
+def own_values(submission, name: str, calls: list[list], size: int, *, columns: Sequence[int]) -> np.ndarray:
+    """The student's ``name(*args)`` for every argument list in ``calls``, as a (len(calls), size)
+    array, for error carried forward; tried with 1-D vectors, then (if ``columns``) with columns.
+
+    :data:`SPOT_CHECKS` of the calls, picked from a hash of all the arguments, are first made as
+    ordinary calls; the batch (``Submission.call_many``) must then answer them the same, so a
+    function that answers a batch otherwise than a test gets no credit from it.
+
+    Raises:
+        NotCarried: the function fails or returns non-finite values in every layout, or the batch
+            disagrees with the ordinary calls.
+    """
+    picks = _spot_checks(calls)
+    for layout in ("row", "column") if columns else ("row",):
+        wire = [[(_column(a) if layout == "column" and i in columns else a) for i, a in enumerate(args)]
+                for args in calls]
+        try:
+            single = {i: as_vector(submission.call(name, *wire[i]), size, name) for i in picks}
+            if len(picks) == len(calls):
+                out = np.array([single[i] for i in range(len(calls))])
+            else:
+                out = np.array([as_vector(v, size, name) for v in submission.call_many(name, wire)])
+        except (StudentError, AssertionError):
+            continue
+        if not np.isfinite(out).all():
+            continue
+        if any(not np.array_equal(out[i], value) for i, value in single.items()):
+            raise NotCarried(f"your {name} gave other values for the same arguments when asked again")
+        return out
+    raise NotCarried("")
+
+
+def _spot_checks(calls: list[list]) -> list[int]:
+    """Which calls :func:`own_values` makes one by one: fixed by the arguments (deterministic
+    grading), not by their position, so a student cannot know which rows they will be."""
+    if len(calls) <= SPOT_CHECKS:
+        return list(range(len(calls)))
+    digest = hashlib.sha256()
+    for args in calls:
+        for a in args:
+            digest.update(np.ascontiguousarray(np.asarray(a, dtype=float)).tobytes())
+    rng = np.random.default_rng(int.from_bytes(digest.digest()[:8], "little"))
+    return sorted(int(i) for i in rng.choice(len(calls), size=SPOT_CHECKS, replace=False))
+
+
+def _ignores(got: np.ndarray, got_moved: np.ndarray, want: np.ndarray, want_moved: np.ndarray) -> bool:
+    """Does the student's value stay put (below 1e-3 of the right change) where the right value
+    moves? (A wrong formula still moves with its inputs; a degenerate one does not.)"""
+    right = float(np.abs(want_moved - want).max(initial=0.0))
+    return right > 0 and float(np.abs(got_moved - got).max(initial=0.0)) <= 1e-3 * right
+
+
+def own_gradient(submission, run: Run, rows: np.ndarray, layout: str) -> np.ndarray:
+    """The student's ``gradient`` at each of ``rows`` (with the run's X, y, in ``layout``), for
+    error carried forward; four more calls show whether it depends on W and on the data: at
+    ``A = ``the row farthest from W0 plus 1 (never 0, where ``2 X^T X W`` vanishes whatever X),
+    with X, y, then y + 1, then 2 X.
+
+    Raises:
+        NotCarried: it cannot be evaluated (:func:`own_values`), returns zeros everywhere, or
+            ignores W or the data (then it excuses nothing: a runner stepping by a constant or
+            by zero did not do the work).
+    """
+    col = layout == "column"
+    far = int(np.argmax(np.abs(rows).sum(axis=1)))
+    A = rows[far] + 1.0
+    points = [(W, run.X, run.y) for W in rows] + [(A, run.X, run.y), (A, run.X, run.y + 1.0), (A, 2.0 * run.X, run.y)]
+    calls = [[W, X, _column(y) if col else y] for W, X, y in points]
+    values = own_values(submission, "gradient", calls, run.n, columns=(0, 2) if col else ())
+    G, (at_A, moved_y, moved_X) = values[:len(rows)], values[len(rows):]
+    want = [ref.gradient(W, X, y) for W, X, y in points[len(rows):]]
+    if not np.abs(values).max(initial=0.0) > 0:
+        raise NotCarried("your gradient returns zeros")
+    if _ignores(G[far], at_A, ref.gradient(rows[far], run.X, run.y), want[0]):
+        raise NotCarried("your gradient does not change with W")
+    data_moves = [(g, w) for g, w in ((moved_y, want[1]), (moved_X, want[2])) if np.abs(w - want[0]).max() > 0]
+    if data_moves and all(_ignores(at_A, g, want[0], w) for g, w in data_moves):
+        raise NotCarried("your gradient does not change with X and y")
+    return G
+
+
+def own_soft(submission, V_rows: np.ndarray, tau: float, layout: str) -> np.ndarray:
+    """The student's ``soft_threshold(V, tau)`` for each of ``V_rows`` (in ``layout``), for
+    error carried forward, with one more call at another threshold that shows whether it
+    depends on tau.
+
+    Raises:
+        NotCarried: it cannot be evaluated, returns a trivial answer (zeros, V itself, a
+            constant) where soft-thresholding does not, or ignores tau.
+    """
+    at = V_rows[int(np.argmax(np.abs(V_rows).sum(axis=1)))]
+    other = 2.0 * tau + 0.5
+    calls = [[V, float(tau)] for V in V_rows] + [[at, other]]
+    values = own_values(submission, "soft_threshold", calls, V_rows.shape[1],
+                        columns=(0,) if layout == "column" else ())
+    SV, moved = values[:-1], values[-1]
+    kind = trivial_answer(SV, [V_rows], ref.soft_threshold(V_rows, tau), operator_tolerance(V_rows, tau))
+    if kind is not None:
+        raise NotCarried(f"your soft_threshold returned {kind}")
+    base = SV[int(np.argmax(np.abs(V_rows).sum(axis=1)))]
+    if _ignores(base, moved, ref.soft_threshold(at, tau), ref.soft_threshold(at, other)):
+        raise NotCarried("your soft_threshold does not change with the threshold")
+    return SV
 
 
 # ----------------------------------------------------------------------------- runners
@@ -415,20 +549,14 @@ def check_runner(submission, run: Run, args: Sequence, kwargs: dict, what: str) 
     def check(value, layout: str) -> None:
         traj = as_run_trajectory(value, run.steps, run.n, what)
         require_finite(traj, what)
-        cols = (0, 2) if layout == "column" else ()
-        y_wire = _column(run.y) if layout == "column" else run.y
 
         def student_gradient(rows):
-            if not submission.has("gradient"):
-                return None
-            calls = [[W, run.X, y_wire] for W in rows]
-            return map_student(submission, "gradient", calls, run.n, columns=cols)
+            return own_gradient(submission, run, rows, layout) if submission.has("gradient") else None
 
         def student_soft(V_rows):
             if not submission.has("soft_threshold"):
                 return None
-            return map_student(submission, "soft_threshold", [[V, float(run.param)] for V in V_rows], run.n,
-                               columns=(0,) if layout == "column" else ())
+            return own_soft(submission, V_rows, float(run.param), layout)
 
         div = check_run(run, traj, student_gradient=student_gradient, student_soft=student_soft)
         if div is not None:
@@ -618,8 +746,7 @@ def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -
         if any(np.abs(got - t).max() <= tol for t in valid):
             return
         # error carried forward: right given the student's own soft_threshold (graded in (e))
-        cols = (0,) if layout == "column" else ()
-        own = map_student(submission, "soft_threshold", [[W, tau]], W.size, columns=cols)
+        own = _carried(lambda rows: own_soft(submission, rows, tau, layout), W.reshape(1, -1), [])
         if own is not None:
             carried = [_selected(W, own[0], s) for s in selections]
             if any(np.abs(got - t).max() <= tol for t in carried):

@@ -12,7 +12,7 @@ import torch
 
 from grader.errors import BadReturn
 
-__all__ = ["as_tensor", "as_trajectory", "as_vector", "assert_close", "fmt"]
+__all__ = ["as_tensor", "as_trajectory", "as_vector", "assert_close", "fmt", "refuse_trivial", "trivial_answer"]
 
 
 def fmt(a, digits: int = 6) -> str:
@@ -75,3 +75,42 @@ def assert_close(got, expected, *, rtol: float, atol: float, what: str) -> None:
             + (f" (largest difference {float(diff[worst]):.3g} at index {tuple(int(i) for i in worst)})"
                if worst else "")
         )
+
+
+def trivial_answer(got, inputs, expected, tol: float) -> str | None:
+    """Which trivial answer ``got`` is -- all zeros, one of ``inputs`` returned unchanged, or one
+    value everywhere -- when no right answer is that; None when it is none of them.
+
+    ``expected`` is the right answer, or a list of the accepted ones (variants, tie-breaks). A
+    trivial answer that is right on this input (the right answer is itself all zeros, or the
+    input, or constant) is not refused: the input says nothing about it. Values are compared
+    within ``tol``.
+    """
+    got = _floats(got)
+    right = [_floats(e) for e in (expected if isinstance(expected, list) else [expected])]
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        return a.size == b.size and bool(np.all(np.abs(a.ravel() - b.ravel()) <= tol))
+
+    zeros = np.zeros(got.size)
+    if same(got, zeros) and not any(same(r, zeros) for r in right):
+        return "all zeros"
+    for given in map(_floats, inputs):
+        if same(got, given) and not any(same(r, given) for r in right):
+            return "its input unchanged"
+    if got.size > 1 and float(np.ptp(got)) <= tol and not any(float(np.ptp(r)) <= tol for r in right):
+        return f"the same value ({float(got.ravel()[0]):.6g}) everywhere"
+    return None
+
+
+def refuse_trivial(got, inputs, expected, tol: float, what: str) -> None:
+    """Fail a property test on a trivial answer (see :func:`trivial_answer`): properties such as
+    "odd", "idempotent" or "at most 2^bit levels" hold for zeros, the identity or a constant as
+    well, and a trivial answer must never earn points."""
+    kind = trivial_answer(got, inputs, expected, tol)
+    if kind is not None:
+        raise AssertionError(f"{what}: returned {kind}, a trivial answer; expected {fmt(_first(expected))}")
+
+
+def _first(expected):
+    return expected[0] if isinstance(expected, list) else expected

@@ -307,10 +307,13 @@ def test_prestep_trimmed_variant_reaches_w_star_by_another_path(tau):
 
 
 class LocalSubmission:
-    """The call proxy's interface (``call``, ``probe("lab1_map")``, ``has``) over local functions."""
+    """The call proxy's interface (``call``, ``call_many``, ``has``) over local functions.
+    ``batch`` replaces a function for ``call_many`` only: a student function that answers a
+    batch otherwise than a single call."""
 
-    def __init__(self, **functions):
+    def __init__(self, batch=None, **functions):
         self.functions = functions
+        self.batch = batch or {}
 
     def has(self, name):
         return name in self.functions
@@ -323,9 +326,14 @@ class LocalSubmission:
         except Exception as exc:  # a student's exception of any kind
             raise StudentException(f"{type(exc).__name__}: {exc}", function=name) from None
 
-    def probe(self, probe, name, **kwargs):
+    def call_many(self, name, calls):
+        if name in self.batch:
+            return [self.batch[name](*args) for args in calls]
+        return [self.call(name, *args) for args in calls]
+
+    def probe(self, probe, name, **kwargs):  # the batch of the grader before issue 14
         assert probe == "lab1_map"
-        return {"values": [self.call(name, *args) for args in kwargs["calls"]]}
+        return {"values": self.call_many(name, kwargs["calls"])}
 
 
 def run_local(update, X, y, lr, steps, *, grad=ref.gradient, per_sample=False, dtype=np.float64):
@@ -646,3 +654,89 @@ def test_trimmed_check_carries_the_students_soft_threshold_forward():
     with pytest.raises(AssertionError):
         sup.check_trimmed(LocalSubmission(trimmed_soft_threshold=trimmed, soft_threshold=ref.soft_threshold),
                           W, 0.3, 3, "t")
+
+
+# ----------------------------------------------------------------------------- error carried forward pays for work only
+
+
+def _zeros_runner(X, y, lr=0.02, steps=200):
+    return np.zeros((steps + 1, np.shape(X)[1]))
+
+
+def _half_runner(X, y, lr=0.02, steps=200):
+    return run_local(lambda W, V, G: V, X, y, lr, steps, grad=_half_gradient)
+
+
+def test_a_zero_gradient_never_excuses_a_runner_that_does_nothing():
+    """Issue 14: with gradient = 0, zeros are a valid run of every method; they earn nothing."""
+    sub = LocalSubmission(run_gd=_zeros_runner, gradient=lambda W, X, y: np.zeros(np.size(W)))
+    with pytest.raises(AssertionError, match="returns zeros"):
+        sup.check_runner(sub, _run("gd", None), (X_TERM, Y_TERM), {}, "run_gd(X, y)")
+
+
+def test_a_gradient_that_is_zero_at_w0_excuses_no_run_that_stays_there():
+    """A gradient that forgot y (2 X^T X W) is 0 at W0: zeros are "right given it", yet no work."""
+    def forgot_y(W, X, y):
+        X = np.asarray(X, float)
+        return 2.0 * X.T @ (X @ np.ravel(W))
+
+    sub = LocalSubmission(run_gd=_zeros_runner, gradient=forgot_y)
+    with pytest.raises(AssertionError, match="never moves from W0 = 0, where your gradient is 0"):
+        sup.check_runner(sub, _run("gd", None), (X_TERM, Y_TERM), {}, "run_gd(X, y)")
+
+
+def test_a_run_that_a_threshold_keeps_at_w0_is_still_carried_forward():
+    """Half the gradient, thresholded by a large tau: the student's own iteration stays at W0 (the
+    step is nonzero, the threshold zeroes it). That run did the work and is right given it."""
+    tau = 0.45  # above half the first step (0.3 at most), below the whole one (0.6)
+    traj = _traj("proximal", tau, grad=_half_gradient)
+    assert not traj.any() and sup.check_run(_run("proximal", tau), traj) is not None
+    own = lambda rows: np.array([_half_gradient(W, X_TERM, Y_TERM) for W in rows])  # noqa: E731
+    assert sup.check_run(_run("proximal", tau), traj, student_gradient=own) is None
+
+
+def test_a_gradient_that_answers_a_batch_otherwise_excuses_nothing():
+    """Issue 14's forger: right to single calls (the gradient tests), half the gradient to the
+    batch that checks a runner with it; its half-step runner gets no credit."""
+    sub = LocalSubmission(run_gd=_half_runner, gradient=ref.gradient, batch={"gradient": _half_gradient})
+    with pytest.raises(AssertionError, match="gave other values for the same arguments"):
+        sup.check_runner(sub, _run("gd", None), (X_TERM, Y_TERM), {}, "run_gd(X, y)")
+    honest = LocalSubmission(run_gd=_half_runner, gradient=_half_gradient)
+    sup.check_runner(honest, _run("gd", None), (X_TERM, Y_TERM), {}, "run_gd(X, y)")
+
+
+@pytest.mark.parametrize(("gradient", "why"), [
+    (lambda W, X, y: np.zeros(np.size(W)), "returns zeros"),
+    (lambda W, X, y: np.full(np.size(W), -2.0), "does not change with W"),
+    (lambda W, X, y: -2.0 * np.asarray(X, float).T @ np.ravel(y), "does not change with W"),
+    (lambda W, X, y: np.ravel(W) - np.array([1.0, -3.0, 0.0, 0.0, 1.0]), "does not change with X and y"),
+])
+def test_a_degenerate_gradient_excuses_nothing(gradient, why):
+    """A gradient that ignores W or the data (a constant, zeros, W - c) cannot carry a runner."""
+    def runner(X, y, lr=0.02, steps=200):
+        return run_local(lambda W, V, G: V, X, y, lr, steps, grad=gradient)
+
+    with pytest.raises(sup.NotCarried, match=why):
+        sup.own_gradient(LocalSubmission(gradient=gradient), _run("gd", None), runner(X_TERM, Y_TERM)[:-1], "row")
+    traj = runner(X_TERM, Y_TERM)
+    if np.ptp(traj, axis=0).max() > 0:
+        with pytest.raises(AssertionError, match="Not excused by your own functions"):
+            sup.check_runner(LocalSubmission(run_gd=runner, gradient=gradient), _run("gd", None),
+                             (X_TERM, Y_TERM), {}, "run_gd(X, y)")
+
+
+def test_a_trivial_soft_threshold_excuses_neither_trimmed_runs_nor_the_trimmed_prox():
+    """soft_threshold returning its input would make plain gradient steps "right given it" in (f)."""
+    def identity(W, t):
+        return np.ravel(np.asarray(W, float))
+
+    rows = ref.trajectory("trimmed", 0.1)[:-1] - L1.lr * np.array(
+        [ref.gradient(W, X_TERM, Y_TERM) for W in ref.trajectory("trimmed", 0.1)[:-1]])
+    with pytest.raises(sup.NotCarried, match="input unchanged"):
+        sup.own_soft(LocalSubmission(soft_threshold=identity), rows, 0.1, "row")
+    with pytest.raises(AssertionError):
+        sup.check_trimmed(LocalSubmission(trimmed_soft_threshold=lambda W, t, trim=3: np.ravel(W),
+                                          soft_threshold=identity), np.array([3.0, -0.5, 0.2, 2.0]), 0.3, 2, "t")
+    ignores_tau = LocalSubmission(soft_threshold=lambda W, t: ref.soft_threshold(np.ravel(W), 0.05))
+    with pytest.raises(sup.NotCarried, match="does not change with the threshold"):
+        sup.own_soft(ignores_tau, rows, 0.1, "row")

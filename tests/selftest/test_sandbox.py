@@ -235,6 +235,12 @@ def returns_ndarray_subclass():
     return np.arange(3.0).view(_EqArray)
 
 
+def mutate_inputs(a, t):
+    a[...] = -1.0
+    t.zero_()
+    return float(a.sum())
+
+
 def forge_reply():
     fd = int(sys.argv[sys.argv.index("--fd-out") + 1])
     os.write(fd, b"not a frame at all, just bytes")
@@ -638,6 +644,18 @@ def test_only_plain_data_comes_back(sandbox, canary):
     value = sandbox.returns_ndarray_subclass()
     assert type(value) is np.ndarray and value.tolist() == [0.0, 1.0, 2.0]
     assert not (canary / "REDUCE-RAN").exists()
+
+
+def test_arguments_are_copies_and_never_written_back(sandbox):
+    """A function writing into its array and tensor arguments changes its own copies only: not
+    the test's data, even when the test passed a view of session data (issue 14)."""
+    import torch
+
+    data = np.arange(3.0)
+    column = data.reshape(-1, 1)  # a view, as a column-layout call passes the homework's y
+    tensor = torch.ones(2)
+    assert sandbox.mutate_inputs(column, tensor) == -3.0  # the worker's copy did change
+    assert data.tolist() == [0.0, 1.0, 2.0] and tensor.tolist() == [1.0, 1.0]
 
 
 def test_forged_bytes_on_the_reply_channel_break_only_that_call(sandbox):
