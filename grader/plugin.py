@@ -6,7 +6,8 @@ Loaded with ``-p grader.plugin``. It provides:
   kind="function")`` (registered, so ``--strict-markers`` catches typos); every rubric test must
   carry exactly one, naming an item of the config;
 * the ``submission`` fixture: the sandboxed call proxy of the submission under test
-  (``--submission DIR``), one worker per session;
+  (``--submission DIR``), one sandbox per session; public tests run first, hidden tests after
+  them in a fresh worker (public and hidden tests never share a worker's memory);
 * the ``credit`` fixture: ``credit.set(0.75)`` gives partial credit if the test then fails;
 * the ``notebook_run`` fixture: the submission's executed notebooks (see ``grader.notebooks``);
 * collection of every test's outcome into case records written to ``--hw4-report`` (JSON).
@@ -105,6 +106,7 @@ def _short_name(item: pytest.Item) -> str:
     return item.name
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own reordering: the phase order must hold
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--submission") is None:
         return
@@ -130,7 +132,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             keep.append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    # Every public test before every hidden one (stable: file order within each), so the
+    # submission's worker switches phase once (see Submission.set_phase).
+    items[:] = sorted(keep, key=lambda item: item.stash[_SPEC]["visibility"] != "public")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test's fixtures are set up: the phase (public or hidden) its calls belong to."""
+    spec = item.stash.get(_SPEC, None)
+    if spec is None:
+        return
+    item.config.stash[_PHASE] = spec["visibility"]
+    sub = item.config.stash.get(_SUBMISSION, None)
+    if sub is not None:
+        sub.set_phase(spec["visibility"])
+
+
+_PHASE = pytest.StashKey[str]()
 
 
 _SPEC = pytest.StashKey[dict]()
@@ -254,6 +273,7 @@ def submission(request: pytest.FixtureRequest, hw4_config):
                      budget=g.submission_budget_s, limits=limits,
                      isolation=request.config.getoption("--hw4-isolation"),
                      slot=request.config.getoption("--hw4-slot"), max_result_bytes=g.max_result_mb << 20)
+    sub.set_phase(request.config.stash.get(_PHASE, "public"))
     request.config.stash[_SUBMISSION] = sub
     yield sub
     sub.close()

@@ -15,19 +15,23 @@ Isolation levels (every result records which one graded it, with the detail belo
       Python installation and the paths the caller binds (worker code, given files, submission);
       writes only the scratch folder; no TCP bind/connect (ABI >= 4); no signals or abstract
       unix sockets out of the sandbox (ABI >= 6). The grader's tests and reference are unreadable.
-    * **An unprivileged uid** when the grader runs as root. The interpreter may live where only
-      root can reach it (``/root/.pyenv`` here): then the process keeps the single ambient
-      capability ``CAP_DAC_READ_SEARCH`` (read any file), which Landlock bounds back to the paths
-      above. Without Landlock that capability would expose every file, so it is used only with
-      Landlock; otherwise the worker stays root and the detail says the process limit cannot bind.
-    * **A private network namespace** when running as root.
+    * **An unprivileged uid with no capabilities** when the grader runs as root, in a **private
+      mount namespace** (and network and IPC namespaces): ``/dev`` there holds only ``null``,
+      ``zero``, ``full``, ``random`` and ``urandom`` (no block device to read a disk from), and
+      a folder on the interpreter's path that other users cannot enter (``/root`` when Python
+      lives in ``/root/.pyenv``) is covered by an empty tmpfs showing only the interpreter's own
+      folder -- so the uid reaches Python without any capability that bypasses file modes
+      (issue 14: the old ``CAP_DAC_READ_SEARCH`` let a submission read a raw disk). Where the
+      mount namespace cannot be made and the interpreter is out of the uid's reach, the worker
+      stays root (the detail says so; Landlock then bounds it).
+    * Landlock's ``/dev`` is the same five device files (also without root).
     * The writable folders are plain folders: a watchdog stops the process when they hold more
       than ``Limits.scratch_mb`` or ``Limits.scratch_files`` entries.
 
 Both levels: ``RLIMIT_DATA`` (memory) and ``RLIMIT_AS`` (address space), ``RLIMIT_CPU``,
 ``RLIMIT_NPROC`` (binds per sandbox because each concurrent sandbox leases a uid of its own, see
 :func:`lease_uid`), ``RLIMIT_FSIZE``,
-``RLIMIT_NOFILE``, ``RLIMIT_CORE=0``, a scrubbed environment, wall-clock timeouts enforced by the
+``RLIMIT_NOFILE``, ``RLIMIT_CORE=0``, ``RLIMIT_MSGQUEUE=0``, a scrubbed environment, wall-clock timeouts enforced by the
 caller, and drained output: the first ``Limits.output_bytes`` are kept, and a process that prints
 more than ``Limits.flood_bytes`` is killed (:attr:`SandboxProcess.stop_reason` says so).
 
@@ -65,6 +69,7 @@ __all__ = [
     "Limits",
     "SandboxProcess",
     "UidLease",
+    "describe_exit",
     "detect_isolation",
     "lease_uid",
     "spawn",
@@ -106,11 +111,12 @@ class Isolation:
 
     level: str
     detail: str
-    #: root only: "unprivileged" (a plain uid), "dac_read_search" (a uid keeping that one
-    #: capability, bounded by Landlock), "root" (stays root); "" when not root
+    #: root only: "unprivileged" (a plain uid without capabilities), "root" (stays root: the
+    #: interpreter is out of an unprivileged uid's reach and no mount namespace can show it)
     uid_mode: str = ""
     landlock: int = 0  # Landlock ABI in use (rlimit level), 0 = none
-    netns: bool = False  # private network namespace (rlimit level)
+    netns: bool = False  # private network and IPC namespaces (rlimit level, root)
+    mountns: bool = False  # private mount namespace: /dev cut, hidden interpreter folders shown
 
     def describe(self) -> str:
         return f"{self.level} ({self.detail})"
@@ -161,34 +167,34 @@ def _rlimit_isolation(why_not_bwrap: str) -> Isolation:
     root = os.geteuid() == 0
     parts = ["resource limits", "own session"]
     uid_mode = ""
+    mountns = root and _can_unshare(_CLONE_NEWNS)
     if root:
         setpriv = shutil.which("setpriv")
-        if setpriv and _others_can_run(sys.executable):
+        if setpriv and (mountns or _others_can_run(sys.executable)):
             uid_mode = "unprivileged"
-            parts.append("unprivileged uid per sandbox (process-count limit binds)")
-        elif setpriv and landlock and _in_bounding_set(_CAP_DAC_READ_SEARCH):
-            uid_mode = "dac_read_search"
-            parts.append("unprivileged uid per sandbox (process-count limit binds) keeping "
-                         "CAP_DAC_READ_SEARCH to reach the interpreter, bounded by Landlock")
+            parts.append("unprivileged uid per sandbox without capabilities (process-count limit binds)")
         else:
             uid_mode = "root"
             parts.append("runs as root: the interpreter is not reachable by an unprivileged uid, "
                          "so the process-count limit does not bind (fork bombs are stopped by "
                          "killing the process group and session at the timeout)")
+    if mountns:
+        parts.append("private mount namespace: /dev holds only " + ", ".join(DEV_NODES))
     if landlock:
         parts.append(f"Landlock ABI {landlock}: reads only the Python installation, worker code, "
                      "given files and submission; writes only the scratch folder"
                      + ("; no TCP" if landlock >= 4 else ""))
     else:
         parts.append("no Landlock: the filesystem is readable (output is redacted)")
-    netns = root and _can_unshare_net()
+    netns = root and _can_unshare(_CLONE_NEWNET | _CLONE_NEWIPC)
     if netns:
-        parts.append("private network namespace")
+        parts.append("private network and IPC namespaces")
     elif landlock < 4:
         parts.append("network NOT isolated")
     if why_not_bwrap:
         parts.append(why_not_bwrap)
-    return Isolation("rlimit", ", ".join(parts), uid_mode=uid_mode, landlock=landlock, netns=netns)
+    return Isolation("rlimit", ", ".join(parts), uid_mode=uid_mode, landlock=landlock, netns=netns,
+                     mountns=mountns)
 
 
 @functools.lru_cache(maxsize=4)
@@ -203,20 +209,6 @@ def _others_can_run(executable: str) -> bool:
         if not os.stat(path).st_mode & 0o005 == 0o005:
             return False
     return True
-
-
-_CAP_DAC_READ_SEARCH = 2
-
-
-def _in_bounding_set(cap: int) -> bool:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("CapBnd:"):
-                    return bool(int(line.split()[1], 16) >> cap & 1)
-    except OSError:
-        pass
-    return False
 
 
 def _bwrap_namespace_flags() -> list[str]:
@@ -247,26 +239,98 @@ def _libc() -> ctypes.CDLL:
     return _LIBC
 
 
-_CLONE_NEWNET = 0x40000000
+_CLONE_NEWNS, _CLONE_NEWIPC, _CLONE_NEWNET = 0x00020000, 0x08000000, 0x40000000
 _PR_SET_NO_NEW_PRIVS = 38
+_MS_NOSUID, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 2, 32, 4096, 16384, 1 << 18
+#: the device files a sandbox sees (rlimit level): what Python, NumPy and torch use
+DEV_NODES = ("null", "zero", "full", "random", "urandom")
 
 
-def _unshare_net_strict() -> None:
-    if _libc().unshare(_CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET) failed")
+def _unshare(flags: int) -> None:  # in the child, between fork and exec
+    if _libc().unshare(flags) != 0:
+        raise OSError(ctypes.get_errno(), f"unshare({flags:#x}) failed")
 
 
-@functools.lru_cache(maxsize=1)
-def _can_unshare_net() -> bool:
+@functools.lru_cache(maxsize=4)
+def _can_unshare(flags: int) -> bool:
     if not IS_LINUX:
         return False
     _libc()
     try:
-        subprocess.run(["true"], preexec_fn=_unshare_net_strict, check=True, timeout=20,
+        subprocess.run(["true"], preexec_fn=functools.partial(_unshare, flags), check=True, timeout=20,
                        capture_output=True)
     except (subprocess.SubprocessError, OSError):
         return False
     return True
+
+
+@dataclass(frozen=True)
+class _MountPlan:
+    """What the child's private mount namespace shows (rlimit level, as root): ``hidden``
+    folders the sandbox uid cannot enter, each with the paths under it to show again (computed
+    in the parent: the child between fork and exec must not walk the filesystem in Python)."""
+
+    hidden: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+@functools.lru_cache(maxsize=1)
+def _mount_plan() -> _MountPlan:
+    hidden: dict[str, set[str]] = {}
+    for path in {os.path.realpath(p) for p in system_paths()}:
+        top = _unreachable_ancestor(path)
+        if top is not None:
+            hidden.setdefault(top, set()).add(path)
+    # a path inside another shown path comes with it
+    plan = {top: tuple(sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths)))
+            for top, paths in hidden.items()}
+    return _MountPlan(tuple(sorted(plan.items())))
+
+
+def _unreachable_ancestor(path: str) -> str | None:
+    """The outermost folder on ``path`` that other users cannot enter (no o+x), if any."""
+    parts = path.split("/")[1:]
+    for i in range(1, len(parts)):
+        folder = "/" + "/".join(parts[:i])
+        if not os.stat(folder).st_mode & 0o001:
+            return folder
+    return None
+
+
+def _private_mounts(plan: _MountPlan) -> None:  # in the child, between fork and exec
+    """Enter a private mount namespace; cover each hidden folder with an empty tmpfs that shows
+    only the plan's paths, and ``/dev`` with one that holds only :data:`DEV_NODES`. (The paths
+    are opened after the unshare: a bind mount's source must be a mount of this namespace.)"""
+    libc = _libc()
+
+    def mount(source: bytes | None, target: str, fstype: bytes | None, flags: int, data: bytes | None) -> None:
+        if libc.mount(source, target.encode(), fstype, flags, data) != 0:
+            raise OSError(ctypes.get_errno(), f"mount on {target} failed")
+
+    _unshare(_CLONE_NEWNS)
+    mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
+    opened = {path: os.open(path, os.O_PATH) for _, shown in plan.hidden for path in shown}
+    devices = {}
+    for name in DEV_NODES:
+        with contextlib.suppress(OSError):
+            devices[name] = os.open(f"/dev/{name}", os.O_PATH)
+    for folder, shown in plan.hidden:
+        mount(b"tmpfs", folder, b"tmpfs", _MS_NOSUID, b"mode=0755,size=1m")
+        for path in shown:
+            inner = folder
+            for part in path[len(folder) + 1:].split("/"):
+                inner = f"{inner}/{part}"
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(inner, 0o755)
+            mount(f"/proc/self/fd/{opened[path]}".encode(), inner, None, _MS_BIND | _MS_REC, None)
+    mount(b"tmpfs", "/dev", b"tmpfs", _MS_NOSUID, b"mode=0755,size=64k")
+    for name, fd in devices.items():
+        os.close(os.open(f"/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
+        mount(f"/proc/self/fd/{fd}".encode(), f"/dev/{name}", None, _MS_BIND, None)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                         ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"/dev/{name}")
+    for fd in [*opened.values(), *devices.values()]:
+        os.close(fd)
 
 
 # Landlock (include/uapi/linux/landlock.h). Syscall numbers are the same on every architecture
@@ -599,13 +663,18 @@ class SandboxProcess:
             return "still running"
         if self.isolation.level == "bwrap" and 128 < code < 128 + 65:
             code = 128 - code  # bwrap's init reports a signal death as 128 + signal number
-        if code < 0:
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"was killed by {name}{_SIGNAL_HINTS.get(name, '')}"
-        return f"exited with status {code}"
+        return describe_exit(code)
+
+
+def describe_exit(code: int) -> str:
+    """An exit code (negative: killed by that signal) as feedback reads it."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"was killed by {name}{_SIGNAL_HINTS.get(name, '')}"
+    return f"exited with status {code}"
 
 
 def disk_usage(path: Path, max_entries: int) -> tuple[int, int]:
@@ -689,6 +758,7 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
            tmpfs_scratch: str | None, lease: UidLease | None) -> SandboxProcess:
     uid = lease.uid if lease else None
     ruleset = -1
+    plan: _MountPlan | None = None
     if isolation.level == "bwrap":
         cmd = [shutil.which("bwrap") or "bwrap", *_bwrap_namespace_flags(), "--die-with-parent",
                "--new-session", "--clearenv"]
@@ -708,19 +778,20 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
             cmd += ["--setenv", key, value]
         cmd += ["--chdir", cwd, "--"]
         if uid is not None:
-            cmd += _setpriv(uid, keep_dac_read_search=False)
+            cmd += _setpriv(uid)
         cmd += argv
         popen_env: dict[str, str] | None = {"PATH": "/usr/bin:/bin"}
         run_cwd = None
     else:
-        keep = isolation.uid_mode == "dac_read_search"
-        drop = _setpriv(uid, keep_dac_read_search=keep) if uid is not None else []
-        cmd = [*drop, *argv]
+        cmd = [*(_setpriv(uid) if uid is not None else []), *argv]
         popen_env, run_cwd = dict(env), cwd
         if isolation.landlock:
-            readable = [*system_paths(), "/proc", "/sys", "/dev", *(host for host, _ in binds)]
+            devices = [f"/dev/{name}" for name in DEV_NODES]
+            readable = [*system_paths(), "/proc", "/sys", *devices, *(host for host, _ in binds)]
             writable = [*(host for host, _ in rw_binds), "/dev/null"]
             ruleset = _landlock_ruleset(isolation.landlock, readable, writable)
+        if isolation.mountns:
+            plan = _mount_plan()
     own_uid = uid is not None or os.geteuid() == 0
     nproc = limits.processes if own_uid else _user_process_count() + limits.processes
     if IS_LINUX:
@@ -730,7 +801,9 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
         _set_limits(limits, nproc)
         if isolation.level == "rlimit":
             if isolation.netns:
-                _unshare_net_strict()
+                _unshare(_CLONE_NEWNET | _CLONE_NEWIPC)
+            if plan is not None:
+                _private_mounts(plan)
             if ruleset >= 0:
                 _landlock_restrict(ruleset)
 
@@ -759,14 +832,11 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
     return proc
 
 
-def _setpriv(uid: int, keep_dac_read_search: bool) -> list[str]:
-    cmd = [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
-    if keep_dac_read_search:
-        # The one capability that lets the uid reach an interpreter under /root; Landlock
-        # (applied before this exec) still bounds every path it may open.
-        return [*cmd, "--inh-caps=-all,+dac_read_search", "--ambient-caps=+dac_read_search",
-                "--bounding-set=-all,+dac_read_search", "--"]
-    return [*cmd, "--inh-caps=-all", "--bounding-set=-all", "--"]
+def _setpriv(uid: int) -> list[str]:
+    """Become ``uid`` with no capabilities at all (none kept, none inheritable, an empty bounding
+    set) and no way to gain any (no_new_privs: setuid files do not elevate)."""
+    return [shutil.which("setpriv") or "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+            "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
 
 
 def _parents(paths: list[str]) -> list[str]:
@@ -790,6 +860,8 @@ def _set_limits(limits: Limits, nproc: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * mb, limits.file_mb * mb))
     resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # No POSIX message queues: they would outlive a worker and carry data to the next one.
+    resource.setrlimit(resource.RLIMIT_MSGQUEUE, (0, 0))
     # RLIMIT_NPROC counts every process and thread of the uid: with a leased uid that is the
     # sandbox alone; as a normal user it includes the user's own, counted before the start.
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))

@@ -12,11 +12,13 @@ Failures become ``StudentError`` subclasses with the function's name and the cal
 (traceback trimmed to the student's frames), a timeout (the worker interrupts the call at its
 limit; a worker that ignores that is killed a little later and restarted for the next call), a
 crash, a missing name, a signature the grader cannot call, an ungradable return value. A
-function that timed out, crashed the worker, hit the memory limit or failed only after half its
-timeout ``max_strikes`` times fails fast afterwards, and once the submission's time budget is
-spent every further call fails fast: a hanging submission costs a bounded time. A file whose
-loading hung or crashed is left out (``session.broken``): calls into it fail at once with the
-reason, and the submission's other files are graded as usual.
+function that timed out, crashed the worker, hit the memory limit or took more than half its
+timeout (answering or failing) ``max_strikes`` times fails fast afterwards, and once the
+submission's time budget -- loading included -- is spent every further call fails fast: a
+hanging or dawdling submission costs a bounded time. A file whose loading hung or crashed is
+left out (``session.broken``): calls into it fail at once with the reason, and the submission's
+other files are graded as usual. Public and hidden tests run in different workers
+(:meth:`Submission.set_phase`).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class Submission:
         self.last = CallInfo()
         self.calls = 0
         self._started = False
+        self.phase: str | None = None  # "public" or "hidden": whose tests the worker serves
 
     # -------------------------------------------------------------- lifecycle
 
@@ -102,8 +105,9 @@ class Submission:
         if self._started and self.session.alive:
             return
         started = time.monotonic()
+        allowance = self.budget - self.spent  # loading counts against the budget (issue 14)
         try:
-            self.session.start() if not self._started else self.session.restart()
+            self.session.start(allowance) if not self._started else self.session.restart(allowance)
         except GraderError as exc:
             self.start_error = str(exc)
             raise
@@ -113,6 +117,17 @@ class Submission:
         units = self.discovery.units()
         if units and all(u in self.session.broken for u in units):
             self.load_failed = "; ".join(f"{u}: {why}" for u, why in self.session.broken.items())
+
+    def set_phase(self, phase: str) -> None:
+        """Public and hidden tests never share a worker's memory (issue 14): the first call of a
+        new phase gets a fresh worker (forked from the sandbox's zygote, which kills everything
+        the previous phase left and empties the scratch folder). The plugin runs every public
+        test before the hidden ones, so a grading switches once."""
+        if phase == self.phase:
+            return
+        previous, self.phase = self.phase, phase
+        if previous is not None and self._started:
+            self.session.end_child(sweep=True)
 
     @property
     def load_report(self) -> LoadReport | None:
@@ -245,7 +260,8 @@ class Submission:
             err = reply.get("error") if failure is None else None
             if isinstance(err, dict) and err.get("kind") == "timeout":
                 failure = self._strike(name, StudentTimeout, _timeout_message(limit), call_text)
-            slow = time.monotonic() - started >= limit / 2
+            took = time.monotonic() - started
+            slow = took >= limit / 2
             if (failure is None and isinstance(err, dict) and isinstance(err.get("message"), str)
                     and err.get("kind") not in ("grader", "timeout") and (err.get("kind") == "memory" or slow)):
                 # A failure that hit the memory limit or took half the timeout costs seconds each
@@ -253,6 +269,12 @@ class Submission:
                 tb = str(err["traceback"]) if isinstance(err.get("traceback"), str) else ""
                 cls = _ERROR_KINDS.get(str(err.get("kind")), StudentException)
                 failure = self._strike(name, cls, err["message"], call_text, tb)
+            elif failure is None and slow and reply.get("ok"):
+                # So does a call that answers, but only after half its limit (issue 14: calls that
+                # sleep just under the timeout held a worker for the whole budget). This answer
+                # still counts; after max_strikes such calls the function is not run again.
+                self._strike(name, StudentTimeout, f"took {took:.1f} s, more than half its {limit:g} s limit "
+                             "(each call must finish well within it)", call_text)
         if failure is not None:
             # One raise site, outside any except block (no __context__): a replay of the same
             # input by Hypothesis then fails the same way, instead of reading as "flaky".

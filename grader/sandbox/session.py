@@ -1,16 +1,22 @@
 """One sandboxed worker for one submission, seen from the trusted side.
 
 ``WorkerSession`` stages the worker code, the given files and a sanitized copy of the submission,
-starts the worker (``launcher.spawn``), checks that it answers (else the *grader* is at fault:
-:class:`~grader.errors.GraderError`), then loads the submission's extracted definitions into it
-**one file at a time**: a file whose loading hangs or kills the worker is recorded in
-:attr:`WorkerSession.broken` with the reason, the worker is restarted and the other files are
-loaded without it -- so an endless loop in ``lab1.ipynb`` costs Lab 1, not the whole submission.
+starts the sandbox (``launcher.spawn``) with the zygote in it (``worker.zygote``: torch imported,
+no student code) and checks that it answers (else the *grader* is at fault:
+:class:`~grader.errors.GraderError`). Each ``start()`` has the zygote fork a fresh worker -- it
+kills every process the sandbox ran before and empties the scratch folder -- and loads the
+submission's extracted definitions into it **one file at a time**: a file whose loading hangs or
+kills the worker is recorded in :attr:`WorkerSession.broken` with the reason, the worker is
+restarted and the other files are loaded without it -- so an endless loop in ``lab1.ipynb``
+costs Lab 1, not the whole submission. All files together get at most twice the load timeout
+per start, and the caller's budget (loading counts against the submission's time).
 
 ``request()`` sends one frame and waits for the answer with a wall-clock timeout; a timeout, a
-crash or a malformed answer kills the worker (``WorkerTimedOut`` / ``WorkerDied``), and the next
-``start()`` brings up a fresh one. Replies are read by one thread per worker into a queue of one,
-so a worker that spams frames blocks on its pipe instead of filling the grader's memory.
+crash or a malformed answer ends the worker (``WorkerTimedOut`` / ``WorkerDied``; the zygote
+reports how it ended), and the next ``start()`` forks a fresh one (a fresh sandbox where the
+zygote is gone, or where it may not sweep: a non-root ``rlimit`` sandbox shares the grader's
+uid). Replies are read by one thread per worker into a queue of one, so a worker that spams
+frames blocks on its pipe instead of filling the grader's memory.
 
 At the ``rlimit`` level the scratch folder is a plain folder: the launcher's watchdog stops the
 worker when it holds more than ``Limits.scratch_mb`` or ``Limits.scratch_files`` entries (at the
@@ -20,9 +26,11 @@ worker when it holds more than ``Limits.scratch_mb`` or ``Limits.scratch_files``
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -33,7 +41,7 @@ from typing import Any
 from grader.discover import Discovery, walk_files
 from grader.errors import GraderError
 from grader.sandbox import channel as ch
-from grader.sandbox.launcher import Isolation, Limits, SandboxProcess, spawn, stage_dir
+from grader.sandbox.launcher import Isolation, Limits, SandboxProcess, describe_exit, spawn, stage_dir
 
 __all__ = [
     "GIVEN_SOURCES",
@@ -57,6 +65,7 @@ GIVEN_SOURCES = {
 MAX_COPY_FILE = 1 << 20  # other files of a submission are copied only if smaller than this
 MAX_COPY_TOTAL = 64 << 20
 START_TIMEOUT = 120.0  # the worker's own start (importing torch) on a loaded machine
+FORK_TIMEOUT = 30.0  # the zygote forking a worker (after killing what ran before)
 
 
 class WorkerDied(Exception):
@@ -155,6 +164,9 @@ class WorkerSession:
         self._replies: queue.Queue = queue.Queue(maxsize=1)
         self._stop_reader = threading.Event()
         self._in_file: Any = None  # the request pipe's write end (a raw file object)
+        self._ctl: socket.socket | None = None  # the zygote's control socket
+        self._child_pid: int | None = None  # the worker's pid (as the zygote sees it)
+        self._forks = 0  # workers forked by this sandbox's zygote
         try:
             self._stage_files()
         except BaseException:
@@ -191,66 +203,41 @@ class WorkerSession:
         return {k: str(self.stage / k) for k in ("code", "given", "submission", "scratch")}
 
     def _spawn(self) -> None:
-        """Start a fresh worker process (killing the old one) with a clean scratch folder."""
+        """Start a fresh sandbox (killing the old one) with a clean scratch folder: the zygote
+        (``worker.zygote``), which imports torch and waits on the control socket."""
         self.kill()
         self._fresh_scratch()
         paths = self._paths()
-        req_r, req_w = os.pipe()
-        resp_r, resp_w = os.pipe()
         env = {
             "PATH": "/usr/bin:/bin", "HOME": paths["scratch"], "TMPDIR": paths["scratch"],
             "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "MPLCONFIGDIR": f"{paths['scratch']}/.mpl",
             "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads),
             "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
             "HW4_GIVEN_DIR": paths["given"], "HW4_SUBMISSION_DIR": paths["submission"],
+            "HW4_SCRATCH_DIR": paths["scratch"],
         }
-        argv = [sys.executable, "-I", f"{paths['code']}/worker.py", "--fd-in", str(req_r),
-                "--fd-out", str(resp_w), "--max-bytes", str(self.max_result_bytes),
-                "--threads", str(self.threads)]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [sys.executable, "-I", f"{paths['code']}/worker.py", "--ctl", str(theirs.fileno()),
+                "--max-bytes", str(self.max_result_bytes), "--threads", str(self.threads)]
+        if self.can_sweep:
+            argv.append("--sweep")
         binds = [(str(self.stage / "code"), paths["code"]), (str(self.stage / "given"), paths["given"]),
                  (str(self.stage / "submission"), paths["submission"])]
         bwrap = self.isolation.level == "bwrap"
         rw_binds = [] if bwrap else [(paths["scratch"], paths["scratch"])]
         try:
             self.proc = spawn(argv, isolation=self.isolation, limits=self.limits, binds=binds,
-                              rw_binds=rw_binds, env=env, cwd=paths["scratch"], pass_fds=(req_r, resp_w),
+                              rw_binds=rw_binds, env=env, cwd=paths["scratch"], pass_fds=(theirs.fileno(),),
                               slot=self.slot, tmpfs_scratch=paths["scratch"] if bwrap else None)
         except (OSError, ValueError, RuntimeError) as exc:
-            for fd in (req_w, resp_r):
-                os.close(fd)
+            ours.close()
             raise GraderError(f"the sandbox could not be started ({self.isolation.level}): {exc}") from exc
         finally:
-            os.close(req_r)
-            os.close(resp_w)
-        self._in_file = os.fdopen(req_w, "wb", buffering=0)
-        self._replies = queue.Queue(maxsize=1)
-        self._stop_reader = threading.Event()
-        reader = os.fdopen(resp_r, "rb", buffering=0)
-        threading.Thread(target=self._read_loop, args=(reader, self._replies, self._stop_reader),
-                         daemon=True, name="sandbox-reader").start()
-
-    def start(self) -> LoadReport:
-        """Start the worker and load the submission's files into it, one at a time.
-
-        Raises:
-            GraderError: the worker does not start or answer although no student code ran yet.
-        """
-        started = time.monotonic()
-        units = self._units()
-        report = LoadReport(broken=self.broken)
-        for _attempt in range(len(units) + 1):
-            self._spawn()
-            self._check_started()
-            report.units = []
-            if self._load_all(units, report):
-                break
-        report.seconds = time.monotonic() - started
-        self.load_report = report
-        return report
-
-    def _check_started(self) -> None:
+            theirs.close()
+        self._ctl = ours
+        self._forks = 0
         try:
-            reply, _ = self.request({"op": "ping"}, timeout=max(START_TIMEOUT, self.load_timeout))
+            reply = self._control({"op": "ping"}, timeout=max(START_TIMEOUT, self.load_timeout))
         except (WorkerTimedOut, WorkerDied) as exc:
             how = exc.how if isinstance(exc, WorkerDied) else str(exc)
             tail = "\n".join(exc.output.strip().splitlines()[-20:])
@@ -259,21 +246,141 @@ class WorkerSession:
         if not reply.get("ok"):
             raise GraderError(f"the sandboxed worker did not start: {reply.get('error')}")
 
-    def _load_all(self, units: list[dict], report: LoadReport) -> bool:
-        """Load every unit not known to be broken; False when one broke (restart needed)."""
+    @property
+    def can_sweep(self) -> bool:
+        """May the zygote ``kill(-1)``? Only where that reaches the sandbox alone: a PID
+        namespace (bwrap) or a uid of its own (rlimit as root). A non-root rlimit sandbox shares
+        the grader's uid, so each fresh worker is a fresh sandbox there."""
+        return self.isolation.level == "bwrap" or (os.geteuid() == 0 and self.isolation.uid_mode != "root")
+
+    def _control(self, message: dict, fds: tuple[int, ...] = (), timeout: float = FORK_TIMEOUT) -> dict:
+        """One request on the zygote's control socket (see ``worker.zygote``).
+
+        Raises:
+            WorkerTimedOut / WorkerDied: no answer in time, or the zygote is gone (the sandbox is
+                then killed: the next start spawns a new one).
+        """
+        if self._ctl is None or self.proc is None or self.proc.popen.poll() is not None:
+            raise WorkerDied(self._how_died(), self._output())
+        try:
+            self._ctl.settimeout(timeout)
+            socket.send_fds(self._ctl, [json.dumps(message).encode()], list(fds))
+            data = self._ctl.recv(1 << 16)
+        except TimeoutError:
+            self.kill()
+            raise WorkerTimedOut(timeout, self._output()) from None
+        except OSError:
+            data = b""
+        try:
+            reply = json.loads(data) if data else None
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict):
+            how = self._how_died() if data == b"" else "sent a malformed control reply"
+            self.kill()
+            raise WorkerDied(how, self._output())
+        return reply
+
+    def _fork(self) -> None:
+        """A fresh worker for the next phase or restart: forked by the zygote, which first kills
+        whatever ran before in the sandbox (see ``worker.zygote``). Where the zygote may not
+        sweep, or is gone or hung, a whole new sandbox is started first."""
+        self.end_child()
+        for attempt in (1, 2):
+            if self.proc is None or self.proc.popen.poll() is not None or (self._forks and not self.can_sweep):
+                self._spawn()
+            req_r, req_w = os.pipe()
+            resp_r, resp_w = os.pipe()
+            try:
+                reply = self._control({"op": "fork"}, fds=(req_r, resp_w))
+            except (WorkerTimedOut, WorkerDied):
+                reply = {"ok": False}
+            finally:
+                os.close(req_r)
+                os.close(resp_w)
+            if reply.get("ok") and isinstance(reply.get("pid"), int):
+                self._child_pid = reply["pid"]
+                break
+            os.close(req_w)
+            os.close(resp_r)
+            self.kill()
+            if attempt == 2:
+                raise GraderError(f"the sandbox's zygote could not start a worker: {reply.get('error', 'it died')}")
+        self._forks += 1
+        self._in_file = os.fdopen(req_w, "wb", buffering=0)
+        self._replies = queue.Queue(maxsize=1)
+        self._stop_reader = threading.Event()
+        reader = os.fdopen(resp_r, "rb", buffering=0)
+        threading.Thread(target=self._read_loop, args=(reader, self._replies, self._stop_reader),
+                         daemon=True, name="sandbox-reader").start()
+
+    def start(self, allowance: float | None = None) -> LoadReport:
+        """A fresh worker with the submission's files loaded into it, one at a time.
+
+        Loading counts against the submission (issue 14): each file may take ``load_timeout``
+        seconds and all of them together ``allowance`` (at most ``2 * load_timeout``; the caller
+        passes what is left of the submission's budget). A file that hangs or kills the worker
+        is left out with the reason (``broken``); when the allowance runs out, the file being
+        loaded and those not reached yet are left out too, and the worker is restarted with the
+        files that did load.
+
+        Raises:
+            GraderError: the sandbox does not start or answer although no student code ran yet.
+        """
+        started = time.monotonic()
+        units = self._units()
+        report = LoadReport(broken=self.broken)
+        limit = 2 * self.load_timeout if allowance is None else min(allowance, 2 * self.load_timeout)
+        clock: dict[str, Any] = {"used": 0.0, "limit": max(limit, 0.0), "good": set()}
+        for _attempt in range(len(units) + 1):
+            self._fork()
+            report.units = []
+            if self._load_all(units, report, clock):
+                break
+        report.seconds = time.monotonic() - started
+        self.load_report = report
+        return report
+
+    def _load_all(self, units: list[dict], report: LoadReport, clock: dict) -> bool:
+        """Load every unit not known to be broken; False when one broke (restart needed).
+
+        ``clock``: the start's ``limit`` and the seconds ``used`` so far, counting each unit's
+        first load and each failure once: a restart loads the units that loaded before again
+        (``good``, each within ``load_timeout``) without charging them twice, and hanging
+        files cannot each take a fresh allowance.
+        """
+        pending = [u["unit"] for u in units if u["unit"] not in self.broken]
+        ran_out = (f"not loaded: loading your files took more than {clock['limit']:g} s in all "
+                   "(each start of your code loads them again)")
         for unit in units:
             name = unit["unit"]
             if name in self.broken:
                 continue
+            known = name in clock["good"]
+            timeout = self.load_timeout if known else min(self.load_timeout, clock["limit"] - clock["used"])
+            if timeout <= 0:
+                for rest in pending[pending.index(name):]:
+                    self.broken[rest] = ran_out
+                return True
+            begun = time.monotonic()
             try:
-                reply, blobs = self.request({"op": "load", "units": [unit]}, timeout=self.load_timeout)
+                reply, blobs = self.request({"op": "load", "units": [unit]}, timeout=timeout)
             except WorkerTimedOut as exc:
-                self.broken[name] = (f"loading it did not finish within {exc.seconds:g} s (an endless "
-                                     "loop in a class body, decorator, default argument or import?)")
+                clock["used"] += time.monotonic() - begun
+                if timeout < self.load_timeout:
+                    for rest in pending[pending.index(name):]:
+                        self.broken[rest] = ran_out
+                else:
+                    self.broken[name] = (f"loading it did not finish within {exc.seconds:g} s (an endless "
+                                         "loop in a class body, decorator, default argument or import?)")
                 return False
             except WorkerDied as exc:
+                clock["used"] += time.monotonic() - begun
                 self.broken[name] = f"the worker running your code {exc.how} while loading it"
                 return False
+            if not known:
+                clock["used"] += time.monotonic() - begun
+                clock["good"].add(name)
             try:
                 body = ch.decode(reply.get("body"), blobs) if reply.get("ok") else None
             except ch.ChannelError as exc:
@@ -281,9 +388,9 @@ class WorkerSession:
             if not isinstance(body, dict) or not isinstance(body.get("units"), list):
                 err = reply.get("error")
                 message = err.get("message") if isinstance(err, dict) else "a malformed answer"
-                # Only student code ran in this worker since the ping: its doing, not ours.
+                # Only student code ran in this worker since the fork: its doing, not ours.
                 self.broken[name] = f"the worker could not load it: {message}"
-                self.kill()
+                self.end_child()
                 return False
             report.units.extend(u for u in body["units"] if isinstance(u, dict))
         return True
@@ -323,11 +430,12 @@ class WorkerSession:
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.popen.poll() is None
+        """A worker is ready for requests (its sandbox runs and its channel is open)."""
+        return self.proc is not None and self.proc.popen.poll() is None and self._in_file is not None
 
     def request(self, header: dict, blobs: list[bytes] | None = None, timeout: float = 30.0,
                 ) -> tuple[dict, list[bytes]]:
-        """Send one request; return the decoded reply header and blobs.
+        """Send one request to the worker; return the decoded reply header and blobs.
 
         Raises:
             WorkerTimedOut: no reply in ``timeout`` seconds (the worker is killed).
@@ -340,26 +448,42 @@ class WorkerSession:
         try:
             ch.write_frame(self._in_file, header, blobs or [])
         except (BrokenPipeError, OSError):
-            how = self._how_died()
-            self.kill()
+            how = self._child_death()
             raise WorkerDied(how, self._output()) from None
         try:
             kind, payload = self._replies.get(timeout=timeout)
         except queue.Empty:
-            self.kill()
+            self.end_child(sweep=True)
             raise WorkerTimedOut(timeout, self._output()) from None
         if kind == "eof":
-            how = self._how_died()  # waits briefly, so the real exit status is reported
-            self.kill()
+            how = self._child_death()  # asks the zygote, so the real exit status is reported
             raise WorkerDied(how, self._output())
         if kind == "bad":
-            self.kill()
+            self.end_child(sweep=True)
             raise WorkerDied(f"sent a malformed reply ({payload})", self._output())
         reply, reply_blobs = payload
         if not isinstance(reply, dict) or reply.get("id") != self._ids:
-            self.kill()
+            self.end_child(sweep=True)
             raise WorkerDied("sent a reply that does not answer the request", self._output())
         return reply, reply_blobs
+
+    def _child_death(self) -> str:
+        """How the worker ended: the sandbox's own exit (a watchdog, the zygote gone), or the
+        child's status as the zygote reaped it. The worker is gone afterwards."""
+        pid = self._child_pid
+        self.end_child()
+        if self.proc is None or self.proc.stop_reason or self.proc.popen.poll() is not None or pid is None:
+            how = self._how_died()
+            self.kill()
+            return how
+        try:
+            reply = self._control({"op": "status", "pid": pid}, timeout=10.0)
+        except (WorkerTimedOut, WorkerDied):
+            return self._how_died()
+        if self.proc.stop_reason:
+            return self.proc.exit_description()
+        code = reply.get("exit")
+        return describe_exit(code) if isinstance(code, int) else "ended"
 
     def _how_died(self) -> str:
         if self.proc is None:
@@ -377,18 +501,34 @@ class WorkerSession:
 
     # -------------------------------------------------------------- lifecycle
 
-    def kill(self) -> None:
+    def end_child(self, sweep: bool = False) -> None:
+        """Close the worker's channel; with ``sweep`` also have the zygote kill it now (a hung
+        worker must not burn CPU until the next start). The next start forks a fresh one."""
         self._stop_reader.set()
-        if self.proc is not None:
-            self.proc.kill()
         if self._in_file is not None:
             with contextlib.suppress(OSError):
                 self._in_file.close()
             self._in_file = None
+        self._child_pid = None
+        if sweep and self.proc is not None and self.proc.popen.poll() is None:
+            try:
+                self._control({"op": "sweep"}, timeout=10.0)
+            except (WorkerTimedOut, WorkerDied):
+                self.kill()
 
-    def restart(self) -> LoadReport:
+    def kill(self) -> None:
+        """Kill the whole sandbox (zygote, worker and anything they started)."""
+        self.end_child()
+        if self.proc is not None:
+            self.proc.kill()
+        if self._ctl is not None:
+            with contextlib.suppress(OSError):
+                self._ctl.close()
+            self._ctl = None
+
+    def restart(self, allowance: float | None = None) -> LoadReport:
         self.restarts += 1
-        return self.start()
+        return self.start(allowance)
 
     def close(self) -> None:
         self.kill()

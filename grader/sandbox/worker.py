@@ -1,9 +1,13 @@
 """The sandboxed worker: loads one submission's definitions and runs the calls the grader asks for.
 
 Runs *inside* the sandbox, as an unprivileged user, with the submission, the given files and a
-scratch folder in view -- never the grader's tests, the reference or the results. It reads
-requests from fd ``--fd-in`` and writes replies to fd ``--fd-out`` (see ``channel.py``); the
-student's own stdout/stderr go to fds 1/2, which the grader drains and caps.
+scratch folder in view -- never the grader's tests, the reference or the results. The process
+the sandbox starts is the **zygote** (:func:`zygote`): it imports torch and the common libraries
+once, runs no student code, and on the grader's request (control socket ``--ctl``) forks a fresh
+worker -- one per phase (public tests, hidden tests) and per restart after a crash -- after
+killing whatever ran before. A worker reads requests from its pipe and writes replies to the
+other (see ``channel.py``); the student's own stdout/stderr go to fds 1/2, which the grader
+drains and caps.
 
 Requests (``op``):
     ``load``   units = [{"unit", "module", "cells": [{"label", "source"}]}]: execute each unit's
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib
 import importlib.util
 import inspect
 import linecache
@@ -594,25 +599,246 @@ def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
                                     "error": {"kind": "return", "message": f"unsendable reply: {exc}"}}, [])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--fd-in", type=int, required=True)
-    parser.add_argument("--fd-out", type=int, required=True)
-    parser.add_argument("--max-bytes", type=int, default=64 << 20)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    # The given files first (resnet20/train_util are always ours), the submission last: a
-    # student file named like a library module must never replace the library.
-    if GIVEN_DIR and GIVEN_DIR not in sys.path:
-        sys.path.insert(0, GIVEN_DIR)
+# ----------------------------------------------------------------------------- the zygote
+
+
+#: libraries student files commonly import, imported once in the zygote so that no child pays
+#: for them again (never a module the submission could provide: SUBMISSION_DIR is not on
+#: sys.path yet, and a missing library is simply skipped)
+PREIMPORT = ("torch.nn", "torch.optim", "torch.utils.data", "torchvision", "torchvision.transforms",
+             "matplotlib", "matplotlib.pyplot")
+_PR_SET_DUMPABLE = 4
+_CHILDREN: set[int] = set()
+_EXITS: dict[int, int] = {}  # reaped child -> exit code (negative: killed by that signal)
+
+
+def zygote(ctl_fd: int, max_bytes: int, sweep: bool) -> None:
+    """Serve the control channel: fork one child per phase or restart, never run student code.
+
+    The zygote imports torch and the common libraries, then waits on ``ctl_fd`` (a
+    ``SOCK_SEQPACKET`` unix socket, one JSON message per packet). ``fork`` carries the child's
+    two pipe ends (``SCM_RIGHTS``): every other process of the sandbox is killed first (with
+    ``sweep``, ``kill(-1)`` as the sandbox's own uid: escaped daemons included), the scratch
+    folder and the uid's System V IPC objects are emptied, and the child loads the submission
+    and serves calls on those pipes. So public and hidden tests, and a worker restarted after a
+    crash, never share memory, files or processes with what ran before -- and no child pays for
+    importing torch again. The zygote is not dumpable: a child (same uid) cannot ptrace it or
+    open its memory or file descriptors.
+    """
+    import json
+    import socket
+
+    sock = socket.socket(fileno=ctl_fd)
+    _prctl(_PR_SET_DUMPABLE, 0)
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
+        except OSError:
+            return
+        if not data:
+            return  # the grader closed the control channel
+        try:
+            req = json.loads(data)
+            op = req.get("op") if isinstance(req, dict) else None
+            if op == "ping":
+                reply = {"ok": True, "pid": os.getpid(), "uid": os.getuid()}
+            elif op == "sweep":
+                _sweep(sweep)
+                reply = {"ok": True}
+            elif op == "status" and isinstance(req.get("pid"), int):
+                reply = {"ok": True, "exit": _exit_status(req["pid"])}
+            elif op == "fork" and len(fds) == 2:
+                _sweep(sweep)
+                for stream in (sys.stdout, sys.stderr):
+                    stream.flush()
+                pid = os.fork()
+                if pid == 0:  # the child: it never returns into this loop
+                    code = 0
+                    try:
+                        sock.close()
+                        _child(fds[0], fds[1], max_bytes)
+                    except BaseException:
+                        code = 70
+                    finally:
+                        os._exit(code)
+                _CHILDREN.add(pid)
+                reply = {"ok": True, "pid": pid}
+            else:
+                reply = {"ok": False, "error": f"bad control request {str(req)[:100]}"}
+        except Exception as exc:  # reported to the grader, which restarts the sandbox
+            reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        sock.send(json.dumps(reply).encode())
+
+
+def _child(fd_in: int, fd_out: int, max_bytes: int) -> None:
+    """A fresh worker: in a Landlock domain of its own, dumpable again (its own /proc entries
+    readable), the submission on sys.path, then :func:`serve` until the grader closes the pipe."""
+    _own_domain()
+    _prctl(_PR_SET_DUMPABLE, 1)
+    # Its channel, as a worker's command line names it (student code can find the fds anyway;
+    # what it writes there only ends its own call, see the hostile samples).
+    sys.argv = [sys.argv[0], "--fd-in", str(fd_in), "--fd-out", str(fd_out)]
     if SUBMISSION_DIR and SUBMISSION_DIR not in sys.path:
         sys.path.append(SUBMISSION_DIR)
+    serve(fd_in, fd_out, max_bytes)
+
+
+def _sweep(everyone: bool) -> None:
+    """Kill what ran before the next child: with ``everyone``, every process of this uid but the
+    zygote (``kill(-1)``; the grader asks for it only where the uid or the PID namespace is the
+    sandbox's own, and never as root), else the zygote's own children; then wait until they are
+    gone, and empty the scratch folder and the uid's System V IPC objects."""
+    if everyone and os.getuid() != 0 and os.geteuid() != 0:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(-1, signal.SIGKILL)
+    else:
+        for pid in _CHILDREN:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5.0
+    while True:
+        _reap()
+        if not _others_alive(everyone) or time.monotonic() > deadline:
+            break
+        time.sleep(0.005)
+    _empty_scratch()
+    _remove_ipc()
+
+
+def _reap() -> None:
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            _CHILDREN.clear()
+            return
+        if pid == 0:
+            return
+        _CHILDREN.discard(pid)
+        _EXITS[pid] = os.waitstatus_to_exitcode(status)
+
+
+def _exit_status(pid: int, wait: float = 5.0) -> int | None:
+    """How the child ``pid`` ended (waiting up to ``wait`` seconds for it to end)."""
+    deadline = time.monotonic() + wait
+    while pid not in _EXITS and pid in _CHILDREN and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.002)
+    return _EXITS.get(pid)
+
+
+def _others_alive(everyone: bool) -> bool:
+    """Is a process of this uid other than the zygote still running (zombies do not count)?"""
+    me, uid = os.getpid(), str(os.getuid())
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me or (not everyone and int(name) not in _CHILDREN):
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as fh:
+                fields = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:
+            continue
+        if fields.get("Uid", "").split()[:1] == [uid] and not fields.get("State", "").strip().startswith(("Z", "X")):
+            return True
+    return False
+
+
+def _empty_scratch() -> None:
+    import shutil
+
+    scratch = os.environ.get("HW4_SCRATCH_DIR", "")
+    if not scratch or not os.path.isdir(scratch):
+        return
+    for entry in os.scandir(scratch):
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _remove_ipc() -> None:
+    """Remove this uid's System V shared memory, message queues and semaphores (they outlive
+    the processes that made them). POSIX message queues cannot be made at all
+    (``RLIMIT_MSGQUEUE`` is 0)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ipc_rmid = 0
+    uid = os.getuid()
+    for kind, remove in (("shm", lambda i: libc.shmctl(i, ipc_rmid, None)),
+                         ("msg", lambda i: libc.msgctl(i, ipc_rmid, None)),
+                         ("sem", lambda i: libc.semctl(i, 0, ipc_rmid))):
+        try:
+            with open(f"/proc/sysvipc/{kind}", encoding="ascii") as fh:
+                header = fh.readline().split()
+                rows = [dict(zip(header, line.split(), strict=False)) for line in fh]
+        except OSError:
+            continue
+        for row in rows:
+            ident = row.get("shmid") or row.get("msqid") or row.get("semid")
+            if ident and row.get("uid") == str(uid):
+                remove(int(ident))
+
+
+def _own_domain() -> None:
+    """Scope the worker's signals and abstract unix sockets to a nested Landlock domain (ABI >= 6):
+    its code cannot signal or ptrace the zygote (``kill(getppid())``, ``kill(-1)``), which would
+    end the sandbox. Without it (older kernels) such a worker only costs a new sandbox."""
+    import ctypes
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    create, restrict, version_flag, scope_abstract_unix, scope_signal, no_new_privs = 444, 446, 1, 1, 2, 38
+    if libc.syscall(create, None, 0, version_flag) < 6:
+        return
+    attr = Attr(0, 0, scope_abstract_unix | scope_signal)
+    fd = libc.syscall(create, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    if fd < 0:
+        return
+    try:
+        if libc.prctl(no_new_privs, 1, 0, 0, 0) == 0:
+            libc.syscall(restrict, int(fd), 0)
+    finally:
+        os.close(int(fd))
+
+
+def _prctl(option: int, value: int) -> None:
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ctl", type=int, required=True, help="the control socket (see zygote)")
+    parser.add_argument("--max-bytes", type=int, default=64 << 20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--sweep", action="store_true", help="kill(-1) is safe here: own uid or PID namespace")
+    args = parser.parse_args()
+    # The given files first (resnet20/train_util are always ours); the submission is appended by
+    # each child: a student file named like a library module must never replace the library.
+    if GIVEN_DIR and GIVEN_DIR not in sys.path:
+        sys.path.insert(0, GIVEN_DIR)
     import torch
 
     torch.set_num_threads(max(args.threads, 1))
     os.environ.setdefault("MPLBACKEND", "Agg")
+    for name in PREIMPORT:
+        with contextlib.suppress(Exception):
+            importlib.import_module(name)
     _load_probes()
-    serve(args.fd_in, args.fd_out, args.max_bytes)
+    zygote(args.ctl, args.max_bytes, args.sweep)
 
 
 if __name__ == "__main__":

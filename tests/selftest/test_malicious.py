@@ -43,7 +43,7 @@ MALICIOUS = SUBMISSIONS / "malicious"
 NAMES = [s.name for s in SAMPLES]
 #: attacks the two levels stop differently: graded at the rlimit level here as well
 RLIMIT = ["mal_loop_in_call", "mal_fork_bomb", "mal_read_tests", "mal_uses_reference", "mal_write_outside",
-          "mal_delete_files", "mal_socket", "mal_signal_grader", "mal_pickle_reduce"]
+          "mal_delete_files", "mal_socket", "mal_signal_grader", "mal_pickle_reduce", "mal_hidden_leak"]
 CONTROLS = ["lab1.b", "lab1.a", "lab3.e"]  # cheap items; the first one a sample does not attack
 #: samples that must report what they tried (the marker must be there, with 0)
 MUST_REPORT = {"mal_read_tests": "READ-SECRETS found", "mal_socket": "NET connected",
@@ -179,6 +179,35 @@ def test_in_the_batch_the_sample_leaks_nothing_and_every_attack_failed(sample_ba
     result = sample_batch.result(sample_batch.student_for(MALICIOUS / name))
     assert result.isolation.startswith("bwrap ("), result.isolation
     _assert_no_breach(result, name, "batch")
+
+
+LEAK = re.compile(r"HW4-LEAK hidden=(\d+) public=(\d+)")
+
+
+def _assert_phases_apart(result, where: str) -> None:
+    """mal_hidden_leak reports, in each runner test's message, how many hidden and public inputs
+    its project_top_k remembers (memory and scratch files): public tests must see no hidden
+    input, hidden tests no public one (issue 14)."""
+    seen = {"public": [], "hidden": []}
+    for case in result.items["lab1.c"].cases:
+        for hidden, public in LEAK.findall(case.message):
+            seen[case.visibility].append((int(hidden), int(public)))
+    assert seen["public"] and seen["hidden"], f"{where}: the attack never reported: {seen}"
+    assert all(hidden == 0 for hidden, _ in seen["public"]), f"{where}: hidden inputs in a public test {seen}"
+    assert all(public == 0 for _, public in seen["hidden"]), f"{where}: public inputs in a hidden test {seen}"
+    assert any(public > 0 for _, public in seen["public"]), f"{where}: nothing remembered at all? {seen}"
+
+
+# The session batch grades every sample (minutes): whichever test asks first waits for it.
+@pytest.mark.timeout(BATCH_TIMEOUT_S)
+def test_in_the_batch_no_public_test_shows_a_hidden_input(sample_batch):
+    """Public and hidden tests run in different workers: what a function saw in one phase is gone in the other."""
+    result = sample_batch.result(sample_batch.student_for(MALICIOUS / "mal_hidden_leak"))
+    _assert_phases_apart(result, "batch")
+
+
+def test_at_the_rlimit_level_no_public_test_shows_a_hidden_input(rlimit_runs):
+    _assert_phases_apart(rlimit_runs["results"]["mal_hidden_leak"], "rlimit")
 
 
 # The session batch grades every sample (minutes): whichever test asks first waits for it.

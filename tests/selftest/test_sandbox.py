@@ -235,6 +235,80 @@ def returns_ndarray_subclass():
     return np.arange(3.0).view(_EqArray)
 
 
+_MEMORY = []
+
+
+def remember(secret):
+    """Keep ``secret`` in memory and in a scratch file."""
+    _MEMORY.append(secret)
+    with open("remembered.txt", "a") as fh:
+        fh.write(secret + "\\n")
+    return len(_MEMORY)
+
+
+def remember_in_daemon(secret):
+    """A daemon (own session) that keeps writing ``secret`` into the scratch folder."""
+    if os.fork() == 0:
+        os.setsid()
+        try:
+            for _ in range(6000):
+                with open("remembered.txt", "a") as fh:
+                    fh.write(secret + "\\n")
+                time.sleep(0.01)
+        finally:
+            os._exit(0)
+    time.sleep(0.05)
+    return 1
+
+
+def recall():
+    found = list(_MEMORY)
+    try:
+        with open("remembered.txt") as fh:
+            found += fh.read().split()
+    except OSError:
+        pass
+    return sorted(set(found))
+
+
+def capabilities():
+    with open("/proc/self/status") as fh:
+        return {k: int(v, 16) for k, v in (line.split(":") for line in fh) if k.startswith("Cap")}
+
+
+def read_block_devices():
+    """Every block device it can see, those it can read the first bytes of (a raw disk holds
+    every file, root-only ones included), and debugfs on the usual disk names."""
+    import stat
+    import subprocess
+    found = set()
+    for folder in ("/dev", "/sys/class/block"):
+        try:
+            found |= {"/dev/" + name for name in os.listdir(folder)}
+        except OSError:
+            pass
+    found |= {"/dev/vda", "/dev/sda", "/dev/xvda", "/dev/nvme0n1"}
+    got = []
+    for path in sorted(found):
+        try:
+            if not stat.S_ISBLK(os.stat(path).st_mode):
+                continue
+            got.append("visible " + path)
+            with open(path, "rb") as fh:
+                if fh.read(512):
+                    got.append("read " + path)
+        except OSError:
+            pass
+    for disk in ("/dev/vda", "/dev/sda"):
+        try:
+            out = subprocess.run(["/usr/sbin/debugfs", "-R", "stat /", disk], capture_output=True, timeout=20)
+            if out.returncode == 0 and b"Inode" in out.stdout:
+                got.append("debugfs " + disk)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return got
+
+
 def mutate_inputs(a, t):
     a[...] = -1.0
     t.zero_()
@@ -344,7 +418,8 @@ def test_each_level_records_what_it_isolates():
         assert "the filesystem is readable" in rlimit.detail
     if os.geteuid() == 0:
         # Here the interpreter sits under /root: the detail must say how the uid drop works.
-        assert rlimit.uid_mode in ("unprivileged", "dac_read_search", "root")
+        assert rlimit.uid_mode in ("unprivileged", "root")
+        assert "CAP_DAC_READ_SEARCH" not in rlimit.detail
         assert ("process-count limit does not bind" in rlimit.detail) == (rlimit.uid_mode == "root")
 
 
@@ -357,6 +432,15 @@ def test_worker_runs_unprivileged_with_its_limits(sandbox):
     assert info["data"] == LIMITS.memory_mb << 20
     assert info["fsize"] == LIMITS.file_mb << 20
     assert info["cwd"].endswith("scratch")
+
+
+def test_no_capability_and_no_block_device_is_within_reach(sandbox):
+    """Issue 14: the worker holds no capability at all (the rlimit level kept CAP_DAC_READ_SEARCH
+    where Python lives under /root) and sees no disk: /dev holds no block device, raw reads and
+    debugfs all fail, so no root-only file can be read off the disk."""
+    caps = sandbox.capabilities()
+    assert {k: v for k, v in caps.items() if v} == {}, caps
+    assert sandbox.read_block_devices() == []
 
 
 def test_concurrent_sandboxes_get_different_uids(sandbox, tmp_path):
@@ -431,6 +515,37 @@ def test_the_submission_budget_bounds_all_calls_together(tmp_path):
         assert time.monotonic() - started < 0.5
     finally:
         sub.close()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_public_and_hidden_tests_never_share_a_workers_memory(tmp_path, level):
+    """Issue 14: what a function remembers during one phase (memory, scratch files, a daemon that
+    keeps writing) is gone in the next, in both directions; within a phase it stays."""
+    sub = _fresh(tmp_path, level)
+    try:
+        sub.set_phase("hidden")
+        assert sub.remember("hidden-input") == 1
+        assert sub.remember_in_daemon("hidden-daemon") == 1
+        assert sub.recall()[:2] == ["hidden-daemon", "hidden-input"]  # the phase keeps its memory
+        sub.set_phase("public")
+        assert sub.recall() == []
+        sub.remember("public-input")
+        sub.set_phase("hidden")
+        assert sub.recall() == []
+    finally:
+        sub.close()
+
+
+def test_a_function_that_answers_slowly_fails_fast_after_its_strikes(sandbox):
+    """Issue 14: answers that come after half the call's timeout count as strikes; after
+    max_strikes of them the function is not run again (each would cost a timeout's worth)."""
+    sandbox.strikes.pop("sleep_then_answer", None)
+    for _ in range(sandbox.max_strikes):
+        assert sandbox.sleep_then_answer(CALL_TIMEOUT * 0.6) == 42  # a slow answer still counts
+    started = time.monotonic()
+    with pytest.raises(StudentTimeout, match=r"more than half its .* limit.*not run again"):
+        sandbox.sleep_then_answer(0)
+    assert time.monotonic() - started < 0.5
 
 
 # ----------------------------------------------------------------------------- resources
@@ -704,6 +819,30 @@ def test_a_file_that_hangs_while_loading_costs_only_its_own_functions(tmp_path, 
         with pytest.raises(StudentCrash, match=r"lab1.py could not be loaded"):
             sub.run_gd(np.eye(2), np.ones(2))
         assert sub.identity(9) == 9
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_loading_counts_against_the_submission_and_has_an_allowance(tmp_path, level):
+    """Issue 14: files that each load just under the load timeout cannot hold the worker for
+    (files x timeout): all files together get twice the timeout per start, the files not loaded
+    by then are left out (named), and the loading time counts against the budget."""
+    files = {"attacks.py": ATTACKS}
+    files.update({f"slow_{i}.py": "import time\n\n\nclass Slow:\n    time.sleep(0.9)\n" for i in range(6)})
+    sub = _fresh(tmp_path, level, files=files, load_timeout=1.5)
+    try:
+        started = time.monotonic()
+        report = sub.start()
+        took = time.monotonic() - started
+        loaded = {u["unit"] for u in report.units}
+        left_out = [f for f, why in sub.session.broken.items() if "took more than 3 s in all" in why]
+        assert "attacks.py" in loaded and len(left_out) >= 2, (loaded, sub.session.broken)
+        assert loaded | set(left_out) == set(files), (loaded, sub.session.broken)
+        # one pass cut at 3 s, the restart's reload of what fitted: not six times 0.9 s twice
+        assert report.seconds < 2 * 3.0 + 30, report.seconds  # + two worker starts on a busy machine
+        assert sub.spent >= took - 1.0
+        assert sub.identity(11) == 11
     finally:
         sub.close()
 
