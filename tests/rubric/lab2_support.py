@@ -294,6 +294,44 @@ def assert_prunes_smallest(before: list[torch.Tensor], after: list[torch.Tensor]
             "not the signed w)")
 
 
+def refuse_trivial_pruning(before: list[torch.Tensor], after: list[torch.Tensor], q: float, what: str) -> None:
+    """Fail a pruning property test on a trivial answer (issue 14): zeroing nothing where q% is
+    at least one weight, zeroing every weight where some must stay, or one value everywhere.
+    "Kept weights unchanged", "the bias alone" or "in place" hold for those answers too."""
+    b = torch.cat([t.detach().double().flatten() for t in before])
+    a = torch.cat([t.detach().double().flatten() for t in after]) if all(
+        isinstance(t, torch.Tensor) and t.shape == u.shape for t, u in zip(after, before, strict=True)) else None
+    if a is None:
+        return  # a wrong shape is the other checks' business
+    _, lo, hi = count_allowed(np.sort(b.abs().numpy()), 0, q)
+    kind = None
+    if lo >= 1 and torch.equal(a, b):
+        kind = "left every weight as it was (nothing pruned)"
+    elif hi < b.numel() and not bool((a != 0).any()):
+        kind = "zeroed every weight"
+    elif b.numel() > 1 and bool((a == a[0]).all()) and a[0] != 0 and not bool((b == b[0]).all()):
+        kind = f"set every weight to {float(a[0]):.6g}"
+    if kind is not None:
+        raise AssertionError(f"{what}: it {kind}, a trivial answer; {q:g}% of the weights, the smallest, "
+                             "should become 0 and the others stay as they were")
+
+
+def refuse_trivial_training(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], what: str) -> None:
+    """Fail a finetuning property test on a trivial answer (issue 14): no weight changed (no
+    training), every weight 0, or one value everywhere -- "zeros stay zero" holds for those."""
+    b = torch.cat([t.double().flatten() for t in before.values()])
+    a = torch.cat([t.double().flatten() for t in after.values()])
+    kind = None
+    if torch.equal(a, b):
+        kind = "left every weight as it was (no training step)"
+    elif not bool((a != 0).any()):
+        kind = "set every weight to 0"
+    elif bool((a == a[0]).all()):
+        kind = f"set every weight to {float(a[0]):.6g}"
+    if kind is not None:
+        raise AssertionError(f"{what}: it {kind}, a trivial answer; one epoch of SGD changes the weights")
+
+
 def prune_call(submission, layers: list[tuple[str, nn.Module]], q: float, *, what: str,
                layout: str = "plain", model: bool = False) -> dict:
     """Run the student's pruning function on these layers inside the sandbox (``lab2_prune``);

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from rubric_support import refuse_trivial
 
 from grader import refcache
 from grader.errors import BadReturn, StudentError, StudentException
@@ -35,6 +36,7 @@ __all__ = [
     "fixture_test_split",
     "pretrained_state",
     "pretrained_weight",
+    "refuse_trivial_forward",
     "symmetric_candidates",
     "value_tol",
     "weight_tensors",
@@ -227,6 +229,13 @@ def assert_matches(w: torch.Tensor, got: torch.Tensor, candidates: list[Candidat
         + (f"; also accepted: {'; '.join(also)}" if also else "")
         + f"), {detail}; {int(bad.sum())} of {bad.size} values differ"
     )
+
+
+def refuse_trivial_forward(w: torch.Tensor, out: SteCall, candidates: list[Candidate]) -> None:
+    """Fail a property test of the STE forward on a trivial answer (issue 14): all zeros, ``w``
+    itself, or one value everywhere satisfy "at most 2^bit levels", "evenly spaced", "idempotent",
+    "odd", "zeros stay zero"... and must earn none of them."""
+    refuse_trivial(out.forward, [w], [c.expected for c in candidates], value_tol(w), f"{out.call} with {describe(w)}")
 
 
 def distinct_levels(values: np.ndarray, tol: float) -> np.ndarray:

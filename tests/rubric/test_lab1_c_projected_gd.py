@@ -17,9 +17,10 @@ from lab1_support import (
     operator_tolerance,
     runner_data,
 )
-from rubric_support import fmt
+from rubric_support import fmt, refuse_trivial
 
 from reference.config import load
+from reference.lab1_variants import all_projections
 
 rubric = pytest.mark.rubric
 K_DEFAULT = load().lab1.k  # the template's default: project_top_k(W, k=K)
@@ -76,6 +77,9 @@ def test_lab1c_project_top_k_is_idempotent(submission, case):
     W, k = case
     # Only idempotence is checked here (validity has its own test), so this property stands alone.
     once = check_projection(submission, W, k, f"project_top_k(W, {k})", validate=False)
+    # Zeros, W itself and a constant are idempotent too: they earn nothing here (issue 14).
+    refuse_trivial(once, [W], all_projections(W, k, tol=operator_tolerance(W)), operator_tolerance(W),
+                   f"project_top_k(W, {k}) with W of {W.size} entries")
     twice = check_projection(submission, once, k, f"project_top_k(project_top_k(W, {k}), {k})",
                              validate=False)
     # a second projection only copies entries the first one kept: no new rounding, so only the

@@ -18,7 +18,9 @@ from lab1_support import (
     operator_tolerance,
     runner_data,
 )
-from rubric_support import fmt
+from rubric_support import fmt, refuse_trivial
+
+import reference.lab1 as ref
 
 rubric = pytest.mark.rubric
 
@@ -73,6 +75,8 @@ def test_lab1e_soft_threshold_is_odd(submission, case):
     """soft_threshold(-W, tau) = -soft_threshold(W, tau)."""
     W, tau = case
     plus = call_soft_threshold(submission, W, tau, f"soft_threshold(W, {tau:g})")
+    # Zeros and the identity are odd too: they earn nothing here (issue 14).
+    refuse_trivial(plus, [W], ref.soft_threshold(W, tau), operator_tolerance(W, tau), f"soft_threshold(W, {tau:g})")
     minus = call_soft_threshold(submission, -W, tau, f"soft_threshold(-W, {tau:g})")
     # S(-w) and -S(w) round identically in IEEE arithmetic (negation is exact); the tolerance
     # only covers a student computing them along different float32 paths
@@ -89,6 +93,9 @@ def test_lab1e_soft_threshold_is_non_expansive(submission, pair, tau):
     sa = call_soft_threshold(submission, a, tau, f"soft_threshold(a, {tau:g})")
     sb = call_soft_threshold(submission, b, tau, f"soft_threshold(b, {tau:g})")
     slack = operator_tolerance(np.concatenate([a, b]), tau)
+    # Zeros, the identity and a constant are non-expansive too: they earn nothing here (issue 14).
+    refuse_trivial(np.concatenate([sa, sb]), [np.concatenate([a, b])], ref.soft_threshold(np.concatenate([a, b]), tau),
+                   slack, f"soft_threshold(a, {tau:g}) and soft_threshold(b, {tau:g})")
     worse = np.abs(sa - sb) > np.abs(a - b) + slack
     if worse.any():
         j = int(np.argmax(worse))

@@ -21,6 +21,7 @@ from lab2_support import (
     layer_cases,
     prune_call,
     pruned_positions,
+    refuse_trivial_pruning,
 )
 
 import reference.lab2 as ref
@@ -65,6 +66,7 @@ def test_lab2b_zeroes_the_smallest_magnitudes_and_keeps_the_rest_unchanged(submi
     """The zeroed weights are the smallest |w|; every other weight stays exactly as it was."""
     w0, w1, _, _ = _pruned(submission, case, q)
     what = f"prune_by_percentage({case!r}, q={q:g})"
+    refuse_trivial_pruning([w0], [w1], q, what)
     assert_kept_unchanged(w0, w1, what)
     assert_prunes_smallest([w0], [w1], what)
 
@@ -74,7 +76,8 @@ def test_lab2b_zeroes_the_smallest_magnitudes_and_keeps_the_rest_unchanged(submi
 @given(case=BIASED_LAYERS, q=PERCENTS)
 def test_lab2b_leaves_the_bias_alone(submission, case, q):
     """Only the weight is pruned: the layer's bias comes back unchanged."""
-    _, _, b0, b1 = _pruned(submission, case, q)
+    w0, w1, b0, b1 = _pruned(submission, case, q)
+    refuse_trivial_pruning([w0], [w1], q, f"prune_by_percentage({case!r}, q={q:g})")
     changed = int((b1 != b0).sum())
     assert changed == 0, (
         f"prune_by_percentage({case!r}, q={q:g}) changed {changed} of {b0.numel()} bias entries; "
@@ -112,6 +115,7 @@ def test_lab2b_prunes_the_layer_in_place(submission, case, q):
     layer = build_layer(case)
     what = f"prune_by_percentage({case!r}, q={q:g})"
     out = prune_call(submission, [("layer", layer)], q, what=what)["layer"]
+    refuse_trivial_pruning([layer.weight.detach()], [out["weight"]], q, what)
     if not pruned_positions(layer.weight.detach(), out["weight"], what).any():
         raise AssertionError(f"{what} left layer.weight unchanged; prune the layer's weight in place "
                              "(returning a pruned copy does not change the layer)")

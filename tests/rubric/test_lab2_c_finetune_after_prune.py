@@ -17,6 +17,7 @@ from lab2_support import (
     fixture_model,
     one_thread,
     parse_sparsity_lines,
+    refuse_trivial_training,
 )
 
 import reference.lab2 as ref
@@ -62,6 +63,7 @@ def _finetune(submission, net, prune: bool | None):
 def test_lab2c_prune_true_keeps_every_pruned_weight_at_zero(submission):
     """With prune=True every weight that was 0 before the epoch is still exactly 0 after it."""
     before, after = _finetune(submission, _pruned_model(), prune=True)
+    refuse_trivial_training(before, after, CALL.format(True))
     moved = {name: int(((before[name] == 0) & (after[name] != 0)).sum()) for name in before}
     bad = {name: n for name, n in moved.items() if n}
     assert not bad, (
@@ -74,6 +76,7 @@ def test_lab2c_prune_true_keeps_every_pruned_weight_at_zero(submission):
 def test_lab2c_prune_true_still_trains_the_other_weights(submission):
     """With prune=True the nonzero weights still train, and none of them is zeroed."""
     before, after = _finetune(submission, _pruned_model(), prune=True)
+    refuse_trivial_training(before, after, CALL.format(True))
     kept = {name: before[name] != 0 for name in before}
     total = sum(int(k.sum()) for k in kept.values())
     changed = sum(int((after[n][kept[n]] != before[n][kept[n]]).sum()) for n in before)
@@ -91,6 +94,7 @@ def test_lab2c_prune_true_still_trains_the_other_weights(submission):
 def test_lab2c_prune_false_trains_every_weight(submission):
     """With prune=False it is a plain training epoch: pruned weights are free to move."""
     before, after = _finetune(submission, _pruned_model(), prune=False)
+    refuse_trivial_training(before, after, CALL.format(False))
     zeros = sum(int((before[n] == 0).sum()) for n in before)
     moved = sum(int(((before[n] == 0) & (after[n] != 0)).sum()) for n in before)
     # The gradient at a pruned weight is almost never exactly 0: a plain epoch moves most of them.
@@ -104,11 +108,12 @@ def test_lab2c_keeps_any_zero_pattern_fixed(submission):
     """Called without prune= (default prune=True, as the notebook calls it), it keeps the zero
     pattern it was given, whatever made it (not only 70% pruning)."""
     before, after = _finetune(submission, _pruned_model(random_mask=True), prune=None)
+    refuse_trivial_training(before, after, "finetune_after_prune(net, trainloader, criterion, optimizer)")
     moved = sum(int(((before[n] == 0) & (after[n] != 0)).sum()) for n in before)
     zeroed = sum(int(((before[n] != 0) & (after[n] == 0)).sum()) for n in before)
     assert moved == 0 and zeroed == 0, (
         "finetune_after_prune(net, trainloader, criterion, optimizer) (default prune=True) on a model "
-        "with a random 40% zero pattern: {moved} zero weights became "
+        f"with a random 40% zero pattern: {moved} zero weights became "
         f"nonzero and {zeroed} nonzero weights became 0; take the mask (w != 0) at the start of the epoch "
         "and keep exactly it, rather than pruning by magnitude again")
 

@@ -85,6 +85,13 @@ def test_lab2d_keeps_the_mask_fixed_from_the_70_percent_epoch_on(iterative_run):
         f"{run.cell}: the loop called finetune_after_prune {len(epochs)} times; expected {total} epochs "
         f"({PRUNE_EPOCHS} while pruning up to {TARGET:g}%, then {FIXED_EPOCHS} with the mask fixed)"
         + run.error_note())
+    # Paired with a check a trivial schedule fails (issue 14): q the same every epoch (0, or the
+    # target at once) or the epoch number itself keeps the mask "fixed" just as well.
+    qs = [(e.index, q) for e in epochs[:PRUNE_EPOCHS] for _, q in e.prunes]
+    if not qs or len({_fmt_q(q) for _, q in qs}) == 1 or all(q in (i, i + 1) for i, q in qs):
+        shown = ", ".join(dict.fromkeys(_fmt_q(q) for _, q in qs)) or "nothing"
+        raise AssertionError(f"{run.cell}: the loop prunes to q = {shown} in its first {PRUNE_EPOCHS} epochs, a "
+                             f"trivial schedule; it must rise to {TARGET:g}% before the mask is fixed")
     free = [e.index + 1 for e in epochs[PRUNE_EPOCHS - 1:] if not e.prune_flag]
     assert not free, (
         f"{run.cell}: finetune_after_prune ran with prune=False in epoch(s) {', '.join(map(str, free))}; "

@@ -20,6 +20,7 @@ from lab2_support import (
     model_cases,
     prune_call,
     pruned_positions,
+    refuse_trivial_pruning,
 )
 
 import reference.lab2 as ref
@@ -64,6 +65,7 @@ def test_lab2e_uses_one_threshold_for_all_layers(submission, case, q):
     before, after = _global_pruned(submission, case, q)
     w0, w1 = _weights(before), _weights(after)
     what = f"global_prune_by_percentage({case!r}, q={q:g})"
+    refuse_trivial_pruning(list(w0.values()), [w1[n] for n in w0], q, what)
     for name in w0:
         assert_kept_unchanged(w0[name], w1[name], f"{what}, layer {name}")
     try:
@@ -84,6 +86,8 @@ def test_lab2e_leaves_id_mapping_layers_and_biases_alone(submission, case, q):
     """Shortcut (id_mapping) layers and every bias come back exactly as they were."""
     before, after = _global_pruned(submission, case, q)
     what = f"global_prune_by_percentage({case!r}, q={q:g})"
+    w0, w1 = _weights(before), _weights(after)
+    refuse_trivial_pruning(list(w0.values()), [w1[n] for n in w0], q, what)
     for name, layer in before.named_modules():
         if not hasattr(layer, "weight"):
             continue
@@ -106,6 +110,9 @@ def test_lab2e_prunes_the_model_in_place(submission, case, q):
     layers = [(name, layer) for name, layer in model.named_modules() if hasattr(layer, "weight")]
     what = f"global_prune_by_percentage({case!r}, q={q:g})"
     out = prune_call(submission, layers, q, what=what, model=True)
+    prunable = [name for name, _ in ref.prunable_layers(model)]
+    refuse_trivial_pruning([model.get_submodule(n).weight.detach() for n in prunable],
+                           [out[n]["weight"] for n in prunable], q, what)
     # q >= 20 of >= 40 prunable weights: a right answer zeroes at least 7 of them
     if not any(pruned_positions(layer.weight.detach(), out[name]["weight"], name).any()
                for name, layer in layers):

@@ -23,6 +23,7 @@ from lab3_support import (
     distinct_levels,
     pretrained_state,
     pretrained_weight,
+    refuse_trivial_forward,
     value_tol,
     weight_tensors,
 )
@@ -106,6 +107,7 @@ def test_lab3a_matches_the_course_formula_on_generated_tensors(submission, w, bi
 def test_lab3a_pruned_weights_stay_zero(submission, w, bit):
     """Weights that are 0 (pruned) are still exactly 0 after quantization: multiply by the mask (w != 0)."""
     out = call_ste(submission, w, bit)
+    refuse_trivial_forward(w, out, asymmetric_candidates(w, bit))
     zeros = (w == 0).numpy()
     leaked = zeros & (out.forward.to(torch.float64).numpy() != 0)
     if leaked.any():
@@ -142,6 +144,7 @@ def test_lab3a_uses_at_most_2_pow_bit_levels(submission, span, bit, seed):
     """bit bits give at most 2^bit distinct values: step = 2^bit - 1 gaps from min(w) to max(w)."""
     w = dense_tensor(*span, bit, seed)
     out = call_ste(submission, w, bit)
+    refuse_trivial_forward(w, out, asymmetric_candidates(w, bit))
     levels = _levels(w, out.forward)
     assert len(levels) <= 2**bit, (
         f"{out.call} on {w.numel()} weights spread over [{span[0]:.4g}, {span[1]:.4g}] gave "
@@ -154,6 +157,7 @@ def test_lab3a_levels_are_uniformly_spaced(submission, span, bit, seed):
     """The quantization levels are evenly spaced: a linear quantizer, not a rounded nonlinear map."""
     w = dense_tensor(*span, bit, seed)
     out = call_ste(submission, w, bit)
+    refuse_trivial_forward(w, out, asymmetric_candidates(w, bit))
     tol = value_tol(w)
     levels = _levels(w, out.forward)
     if len(levels) < 3:
@@ -171,6 +175,7 @@ def test_lab3a_levels_are_uniformly_spaced(submission, span, bit, seed):
 def test_lab3a_rounds_each_weight_to_the_nearest_level(submission, w, bit):
     """Each weight moves at most half a level, (max(w) - min(w)) / (2^bit - 1) / 2: round, not floor."""
     out = call_ste(submission, w, bit)
+    refuse_trivial_forward(w, out, asymmetric_candidates(w, bit))
     w64 = w.to(torch.float64).numpy()
     nonzero = w64 != 0
     # The full-range spacing bounds the nonzero-range variant's spacing too (its range is inside).
@@ -189,6 +194,7 @@ def test_lab3a_rounds_each_weight_to_the_nearest_level(submission, w, bit):
 def test_lab3a_min_and_max_are_representable(submission, w, bit):
     """The smallest and the largest weight are levels: they come back unchanged."""
     out = call_ste(submission, w, bit)
+    refuse_trivial_forward(w, out, asymmetric_candidates(w, bit))
     tol = value_tol(w)
     for name, idx in (("min(w)", torch.argmin(w)), ("max(w)", torch.argmax(w))):
         got, want = float(out.forward.flatten()[idx]), float(w.flatten()[idx])
@@ -199,7 +205,9 @@ def test_lab3a_min_and_max_are_representable(submission, w, bit):
 @given(w=WEIGHTS, bit=BITS)
 def test_lab3a_quantizing_twice_changes_nothing(submission, w, bit):
     """Quantization is idempotent: STE.apply(STE.apply(w, bit), bit) equals STE.apply(w, bit)."""
-    once = call_ste(submission, w, bit).forward
+    first = call_ste(submission, w, bit)
+    refuse_trivial_forward(w, first, asymmetric_candidates(w, bit))
+    once = first.forward
     twice = call_ste(submission, once, bit)
     diff = (twice.forward.to(torch.float64) - once.to(torch.float64)).abs()
     assert float(diff.max()) <= value_tol(w), (
@@ -238,6 +246,7 @@ def test_lab3a_works_on_non_contiguous_tensors(submission, w, bit):
 def test_lab3a_leaves_w_unchanged(submission, w, bit):
     """STE.forward must not write into w: in-place ops would overwrite the layer's float weights."""
     out = call_ste(submission, w, bit)
+    refuse_trivial_forward(w, out, asymmetric_candidates(w, bit))
     assert not out.modified_input, f"{out.call} with {describe(w)}: w itself was modified in place"
 
 

@@ -21,6 +21,7 @@ from lab3_support import (
     describe,
     distinct_levels,
     pretrained_weight,
+    refuse_trivial_forward,
     symmetric_candidates,
     value_tol,
     weight_tensors,
@@ -46,6 +47,7 @@ def _levels(submission, magnitude: float, bit: int, seed: int):
     """The student's symmetric levels, read off dense inputs over [-magnitude, magnitude]."""
     w = dense_tensor(-magnitude, magnitude, bit, seed)
     out = call_ste(submission, w, bit, symmetric=True)
+    refuse_trivial_forward(w, out, symmetric_candidates(w, bit))
     w64, q64 = w.to(torch.float64).numpy(), out.forward.to(torch.float64).numpy()
     # Inputs that are exactly 0 are masked, not quantized: they say nothing about the levels.
     return w, out, distinct_levels(q64[w64 != 0], value_tol(w))
@@ -165,6 +167,7 @@ def test_lab3e_rounds_each_weight_to_the_nearest_level(submission, magnitude, bi
 def test_lab3e_levels_span_plus_minus_max_abs_w(submission, w, bit):
     """alpha = max|w|: the weight of largest magnitude comes back unchanged, and no weight grows beyond it."""
     out = call_ste(submission, w, bit, symmetric=True)
+    refuse_trivial_forward(w, out, symmetric_candidates(w, bit))
     tol = value_tol(w)
     flat_w, flat_q = w.flatten().to(torch.float64), out.forward.flatten().to(torch.float64)
     idx = int(torch.argmax(flat_w.abs()))
@@ -182,6 +185,7 @@ def test_lab3e_levels_span_plus_minus_max_abs_w(submission, w, bit):
 def test_lab3e_is_an_odd_function(submission, w, bit):
     """Negating the weights negates the result: STE.apply(-w, bit, True) = -STE.apply(w, bit, True)."""
     pos = call_ste(submission, w, bit, symmetric=True)
+    refuse_trivial_forward(w, pos, symmetric_candidates(w, bit))
     neg = call_ste(submission, -w, bit, symmetric=True)
     w64 = w.to(torch.float64).numpy()
     alpha = float(np.abs(w64).max())
