@@ -28,6 +28,7 @@ from typing import Any
 
 from grader.batch.job import Job
 from grader.outputs.atomic import write_text
+from grader.sandbox.launcher import sweep_orphaned_uids
 
 __all__ = ["Executor", "ForkExecutor", "Outcome", "single_torch_thread", "threads_per_worker"]
 
@@ -157,6 +158,10 @@ class ForkExecutor(Executor):
                     _kill(pid)
                     self._cleanup(child)
                 shutil.rmtree(self.tmp_root, ignore_errors=True)
+                # A child killed outright never killed its sandbox: at the rlimit level its worker
+                # and any daemon it forked would outlive the batch (issue 14). Their uids are
+                # free now; whatever still runs as one of them is swept.
+                sweep_orphaned_uids()
 
     def _start(self, job: Job, slot: int, fn: Callable[[Job, int], dict[str, Any]]) -> _Child:
         result_path = self.scratch / f"{job.student}.{uuid.uuid4().hex}.json"

@@ -74,6 +74,7 @@ __all__ = [
     "lease_uid",
     "spawn",
     "stage_dir",
+    "sweep_orphaned_uids",
     "system_paths",
 ]
 
@@ -486,6 +487,51 @@ def kill_uid(uid: int, rounds: int = 50) -> bool:
             subprocess.run(["true"], preexec_fn=as_uid, check=False, timeout=10)
         time.sleep(0.02)
     return not _pids_of_uid(uid)
+
+
+def sweep_orphaned_uids() -> list[int]:
+    """Kill every process of a sandbox uid that no live grading process leases (root only).
+
+    A grading process killed outright (a batch's Ctrl-C SIGKILLs its children) never kills its
+    sandbox: at the ``rlimit`` level the worker, and any daemon it forked into a session of its
+    own, would live on. Their uid's lease went with the dead process (its ``flock`` is free), so
+    whatever still runs as that uid is an orphan. Uids leased by live sandboxes -- of this
+    grader or of another grading process on the machine -- are left alone. Returns the uids
+    swept.
+    """
+    if os.geteuid() != 0 or not os.path.isdir(LOCK_DIR):
+        return []
+    swept = []
+    for uid in sorted(_sandbox_uids_running()):
+        fd = os.open(os.path.join(LOCK_DIR, str(uid)), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live sandbox holds it
+        try:
+            kill_uid(uid)
+            swept.append(uid)
+        finally:
+            os.close(fd)
+    return swept
+
+
+def _sandbox_uids_running() -> set[int]:
+    """Sandbox uids (real, effective or saved) that some process runs as, in one /proc scan."""
+    found = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as fh:
+                for line in fh:
+                    if line.startswith("Uid:"):
+                        found.update(int(u) for u in line.split()[1:4] if UID_BASE <= int(u) < UID_BASE + UID_COUNT)
+                        break
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _pids_of_uid(uid: int) -> list[int]:

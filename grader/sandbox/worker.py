@@ -607,7 +607,7 @@ def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
 #: sys.path yet, and a missing library is simply skipped)
 PREIMPORT = ("torch.nn", "torch.optim", "torch.utils.data", "torchvision", "torchvision.transforms",
              "matplotlib", "matplotlib.pyplot")
-_PR_SET_DUMPABLE = 4
+_PR_SET_DUMPABLE, _PR_SET_PDEATHSIG = 4, 1
 _CHILDREN: set[int] = set()
 _EXITS: dict[int, int] = {}  # reaped child -> exit code (negative: killed by that signal)
 
@@ -630,6 +630,12 @@ def zygote(ctl_fd: int, max_bytes: int, sweep: bool) -> None:
 
     sock = socket.socket(fileno=ctl_fd)
     _prctl(_PR_SET_DUMPABLE, 0)
+    # Die with the grading process (a batch's Ctrl-C kills it outright; at the rlimit level this
+    # process would otherwise live on). setpriv's uid change cleared the launcher's setting.
+    parent = os.getppid()
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        return
     while True:
         try:
             data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 16, 4)
@@ -651,10 +657,14 @@ def zygote(ctl_fd: int, max_bytes: int, sweep: bool) -> None:
                 _sweep(sweep)
                 for stream in (sys.stdout, sys.stderr):
                     stream.flush()
+                zygote = os.getpid()
                 pid = os.fork()
                 if pid == 0:  # the child: it never returns into this loop
                     code = 0
                     try:
+                        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # dies with the zygote
+                        if os.getppid() != zygote:
+                            os._exit(code)
                         sock.close()
                         _child(fds[0], fds[1], max_bytes)
                     except BaseException:

@@ -6,9 +6,11 @@ hangs and interruptions are cheap and exact; one test kills a real batch of real
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -486,6 +488,78 @@ def test_a_ctrl_c_that_arrives_while_a_child_is_forked_still_stops_the_batch(tmp
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert "interrupted: 1 of 3 submissions graded and saved, 2 left" in proc.stderr
     assert [r.split(",")[0] for r in (out / "gradebook.csv").read_text().splitlines()[1:]] == ["a_fast"]
+
+
+DAEMON_MARK = "8765"
+
+
+@pytest.mark.parametrize("level", ["rlimit", "bwrap"])
+def test_a_ctrl_c_leaves_no_sandbox_process_behind(tmp_path, level):
+    """Issue 14: Ctrl-C while a submission's sandbox runs (a worker busy in its own session and a
+    daemon it forked into another): when the batch has exited, neither is left."""
+    from grader.sandbox.launcher import stage_dir
+
+    mark = f"{DAEMON_MARK}{len(level)}"
+    slot = 900 + len(level)  # a uid nobody else leases meanwhile (leasing a uid sweeps it)
+    folder = stage_dir()  # reachable by the sandbox's uid, unlike pytest's private tmp_path
+    (folder / "daemon.py").write_text("import os, time\n"
+                                      "if os.fork() == 0:\n"
+                                      "    os.setsid()\n"
+                                      f"    os.execv('/bin/sleep', ['sleep', '{mark}'])\n"
+                                      "time.sleep(600)\n")
+    (folder / "daemon.py").chmod(0o644)
+    _, cmd = _fake_three_batch(tmp_path, prelude=f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import batch_support
+        from grader.sandbox.launcher import Limits, detect_isolation, lease_uid, spawn
+
+        def grade_in_a_sandbox(path, student, options, cfg=None):
+            if not (path / "behaviour.txt").read_text().startswith("sleep"):
+                return batch_support.fake_grade(path, student, options, cfg)
+            spawn([sys.executable, {str(folder / "daemon.py")!r}], isolation=detect_isolation({level!r}),
+                  limits=Limits(), binds=[({str(folder)!r}, {str(folder)!r})], env={{"PATH": "/usr/bin:/bin"}},
+                  cwd={str(folder)!r}, lease=lease_uid({slot}))
+            time.sleep(600)
+
+        batch_support.fake_grade_in_sandbox = grade_in_a_sandbox
+    """)
+    script = Path(cmd[1])
+    script.write_text(script.read_text().replace(
+        "grader.batch.job.grade_submission = batch_support.fake_grade",
+        "grader.batch.job.grade_submission = batch_support.fake_grade_in_sandbox"))
+    proc = subprocess.Popen(cmd, cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not _processes_with(f"sleep {mark}") and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert _processes_with(f"sleep {mark}"), "the sandbox's daemon never started"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        left = _processes_with(f"sleep {mark}") + _processes_with(str(folder / "daemon.py"))
+        for pid in left:  # never outlive the test, whatever it found
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert proc.returncode == 130, stderr
+    assert left == []
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in cmdline and "pytest" not in cmdline:
+                found.append(int(pid))
+    return found
 
 
 def _comparable(results_json: Path) -> dict:
