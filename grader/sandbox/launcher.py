@@ -297,10 +297,11 @@ def _unreachable_ancestor(path: str) -> str | None:
     return None
 
 
-def _private_mounts(plan: _MountPlan) -> None:  # in the child, between fork and exec
+def _private_mounts(plan: _MountPlan, devices: Sequence[str] = ()) -> None:  # in the child, before exec
     """Enter a private mount namespace; cover each hidden folder with an empty tmpfs that shows
-    only the plan's paths, and ``/dev`` with one that holds only :data:`DEV_NODES`. (The paths
-    are opened after the unshare: a bind mount's source must be a mount of this namespace.)"""
+    only the plan's paths, and ``/dev`` with one that holds only :data:`DEV_NODES` and the
+    ``devices`` the caller binds (a GPU's ``/dev/nvidia*``). (The paths are opened after the
+    unshare: a bind mount's source must be a mount of this namespace.)"""
     libc = _libc()
 
     def mount(source: bytes | None, target: str, fstype: bytes | None, flags: int, data: bytes | None) -> None:
@@ -310,10 +311,10 @@ def _private_mounts(plan: _MountPlan) -> None:  # in the child, between fork and
     _unshare(_CLONE_NEWNS)
     mount(None, "/", None, _MS_REC | _MS_PRIVATE, None)
     opened = {path: os.open(path, os.O_PATH) for _, shown in plan.hidden for path in shown}
-    devices = {}
-    for name in DEV_NODES:
+    nodes = {}
+    for name in [*DEV_NODES, *(d[len("/dev/"):] for d in devices)]:
         with contextlib.suppress(OSError):
-            devices[name] = os.open(f"/dev/{name}", os.O_PATH)
+            nodes[name] = os.open(f"/dev/{name}", os.O_PATH)
     for folder, shown in plan.hidden:
         mount(b"tmpfs", folder, b"tmpfs", _MS_NOSUID, b"mode=0755,size=1m")
         for path in shown:
@@ -324,13 +325,15 @@ def _private_mounts(plan: _MountPlan) -> None:  # in the child, between fork and
                     os.mkdir(inner, 0o755)
             mount(f"/proc/self/fd/{opened[path]}".encode(), inner, None, _MS_BIND | _MS_REC, None)
     mount(b"tmpfs", "/dev", b"tmpfs", _MS_NOSUID, b"mode=0755,size=64k")
-    for name, fd in devices.items():
+    for name, fd in nodes.items():
+        if "/" in name:
+            continue  # only devices directly in /dev
         os.close(os.open(f"/dev/{name}", os.O_CREAT | os.O_WRONLY, 0o666))
         mount(f"/proc/self/fd/{fd}".encode(), f"/dev/{name}", None, _MS_BIND, None)
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                          ("stderr", "/proc/self/fd/2")):
         os.symlink(target, f"/dev/{name}")
-    for fd in [*opened.values(), *devices.values()]:
+    for fd in [*opened.values(), *nodes.values()]:
         os.close(fd)
 
 
@@ -805,6 +808,7 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
     uid = lease.uid if lease else None
     ruleset = -1
     plan: _MountPlan | None = None
+    devices: list[str] = []
     if isolation.level == "bwrap":
         cmd = [shutil.which("bwrap") or "bwrap", *_bwrap_namespace_flags(), "--die-with-parent",
                "--new-session", "--clearenv"]
@@ -838,6 +842,7 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
             ruleset = _landlock_ruleset(isolation.landlock, readable, writable)
         if isolation.mountns:
             plan = _mount_plan()
+            devices = [host for host, _ in [*binds, *rw_binds] if host.startswith("/dev/")]
     own_uid = uid is not None or os.geteuid() == 0
     nproc = limits.processes if own_uid else _user_process_count() + limits.processes
     if IS_LINUX:
@@ -849,7 +854,7 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
             if isolation.netns:
                 _unshare(_CLONE_NEWNET | _CLONE_NEWIPC)
             if plan is not None:
-                _private_mounts(plan)
+                _private_mounts(plan, devices)
             if ruleset >= 0:
                 _landlock_restrict(ruleset)
 
