@@ -12,8 +12,8 @@ Failures become ``StudentError`` subclasses with the function's name and the cal
 (traceback trimmed to the student's frames), a timeout (the worker interrupts the call at its
 limit; a worker that ignores that is killed a little later and restarted for the next call), a
 crash, a missing name, a signature the grader cannot call, an ungradable return value. A
-function that timed out, crashed the worker, hit the memory limit or took more than half its
-timeout (answering or failing) ``max_strikes`` times fails fast afterwards, and once the
+function that timed out, crashed the worker, hit the memory limit, failed after half its timeout
+or answered after three quarters of it ``max_strikes`` times fails fast afterwards, and once the
 submission's time budget -- loading included -- is spent every further call fails fast: a
 hanging or dawdling submission costs a bounded time. A file whose loading hung or crashed is
 left out (``session.broken``): calls into it fail at once with the reason, and the submission's
@@ -269,12 +269,14 @@ class Submission:
                 tb = str(err["traceback"]) if isinstance(err.get("traceback"), str) else ""
                 cls = _ERROR_KINDS.get(str(err.get("kind")), StudentException)
                 failure = self._strike(name, cls, err["message"], call_text, tb)
-            elif failure is None and slow and reply.get("ok"):
-                # So does a call that answers, but only after half its limit (issue 14: calls that
-                # sleep just under the timeout held a worker for the whole budget). This answer
-                # still counts; after max_strikes such calls the function is not run again.
-                self._strike(name, StudentTimeout, f"took {took:.1f} s, more than half its {limit:g} s limit "
-                             "(each call must finish well within it)", call_text)
+            elif failure is None and took >= 0.75 * limit and reply.get("ok"):
+                # So does a call that answers, but only after three quarters of its limit (issue 14:
+                # calls that sleep just under the timeout held a worker for the whole budget). This
+                # answer still counts; after max_strikes such calls the function is not run again.
+                # (Not half, as for failures: an honest heavy call, a finetuning epoch on a loaded
+                # machine, may take half its limit, and must not lose points for it.)
+                self._strike(name, StudentTimeout, f"took {took:.1f} s, more than three quarters of its "
+                             f"{limit:g} s limit (each call must finish well within it)", call_text)
         if failure is not None:
             # One raise site, outside any except block (no __context__): a replay of the same
             # input by Hypothesis then fails the same way, instead of reading as "flaky".
