@@ -414,9 +414,10 @@ def _write_back(original: Any, after: Any, name: str) -> None:
         raise BadReturn("the module argument came back unreadable", function=name)
     try:
         # strict: a student who renames or drops a parameter is told, not silently ignored
+        targets = original.state_dict()  # once: it walks every submodule (a ResNet-20 has 120 entries)
         with torch.no_grad():
             for key, value in after["state"].items():
-                target = original.state_dict()[key]
+                target = targets[key]
                 if not isinstance(value, torch.Tensor) or target.shape != value.shape:
                     shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                     raise BadReturn(f"changed the shape of {key} from {tuple(target.shape)} to {shape}",
@@ -449,8 +450,45 @@ def _short(value: Any) -> str:
                 "$optimizer": "<SGD optimizer>", "$module": "<module>"}[value.tag]
     if isinstance(value, float):
         return f"{value:g}"
-    text = repr(value)
+    text = _repr_prefix(value, 61)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _repr_prefix(value: Any, limit: int) -> str:
+    """``repr(value)[:limit]``, without building the parts of the repr past ``limit``: a list of
+    layers or a state dict holds tensors whose reprs cost far more than the call (the call text
+    is made for every call: it seeds the call, see :func:`_seed`)."""
+    out, size = [], 0
+    for chunk in _repr_chunks(value):
+        out.append(chunk)
+        size += len(chunk)
+        if size >= limit:
+            break
+    return "".join(out)[:limit]
+
+
+def _repr_chunks(value: Any):
+    """The pieces of ``repr(value)`` in order; lists, tuples and dicts (exactly those types:
+    a subclass may print itself otherwise) are taken apart, anything else is one ``repr``."""
+    kind = type(value)
+    if kind is list or kind is tuple:
+        yield "[" if kind is list else "("
+        for i, item in enumerate(value):
+            if i:
+                yield ", "
+            yield from _repr_chunks(item)
+        yield "]" if kind is list else ("," if len(value) == 1 else "") + ")"
+    elif kind is dict:
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                yield ", "
+            yield from _repr_chunks(key)
+            yield ": "
+            yield from _repr_chunks(item)
+        yield "}"
+    else:
+        yield repr(value)
 
 
 def _module_name(module: nn.Module) -> str:

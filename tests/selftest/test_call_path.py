@@ -1,0 +1,67 @@
+"""The call proxy's own work per call (``grader.sandbox.proxy``): what it costs the trusted side,
+with the same results. No sandbox is started here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from grader.sandbox import proxy
+from reference.resnet20 import ResNetCIFAR
+
+
+def _values():
+    t = torch.arange(24.0).reshape(2, 3, 4)
+    return [
+        [{"path": "conv", "kind": "Conv2d", "weight": t, "bias": None}, {"path": "fc", "weight": t * 2}],
+        {"conv1.weight": t, "bn.running_mean": torch.zeros(3), "n": 3},
+        (1,), (), [], {}, [(1, "a'b"), {"k": (2.5, None, True)}], np.arange(12.0).reshape(3, 4),
+        ["x" * 100], {"a": [1, 2, {"b": torch.ones(40)}]}, ({"q": 7.0},),
+    ]
+
+
+@pytest.mark.parametrize("limit", [1, 10, 61, 200, 10_000])
+def test_the_call_text_is_the_repr_it_always_was(limit):
+    """The text a call is described (and seeded) by is repr(value) cut to its length, as before."""
+    for value in _values():
+        assert proxy._repr_prefix(value, limit) == repr(value)[:limit], value
+
+
+def test_describing_a_call_on_a_list_of_big_tensors_prints_at_most_one_of_them(monkeypatch):
+    """A probe with a list of layers (or a state dict) used to print every tensor of it to keep
+    60 characters of the text: thousands of tensor reprs per grading."""
+    printed = []
+    real = torch.Tensor.__repr__
+
+    def counting(self, *args, **kwargs):
+        printed.append(self.shape)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "__repr__", counting)
+    layers = [{"path": f"layer{i}", "weight": torch.randn(16, 16, 3, 3)} for i in range(20)]
+    text = proxy.describe_call("lab2_prune:prune_by_percentage", (), {"layers": layers, "q": 35.0})
+    monkeypatch.setattr(torch.Tensor, "__repr__", real)
+    assert text == f"lab2_prune:prune_by_percentage(layers={repr(layers)[:57]}..., q=35)"
+    assert len(printed) <= 1
+
+
+def test_writing_a_module_back_walks_its_modules_once(monkeypatch):
+    """The worker's new state of a ResNet-20 (120 entries) used to cost a state_dict() per entry."""
+    net = ResNetCIFAR(num_layers=20)
+    after = {"state": {k: v.clone() + 1 for k, v in net.state_dict().items() if v.is_floating_point()}}
+    walks = []
+    real = nn.Module.state_dict
+
+    def counting(self, *args, **kwargs):
+        if self is net:
+            walks.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(nn.Module, "state_dict", counting)
+    proxy._write_back(net, after, "finetune_after_prune")
+    monkeypatch.setattr(nn.Module, "state_dict", real)
+    assert len(walks) == 1
+    state = net.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in after["state"].items())
