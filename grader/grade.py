@@ -51,6 +51,9 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
         args = [
             str(RUBRIC_DIR), "-p", "grader.plugin", "-p", "grader.replay", "-q", "-p", "no:cacheprovider",
             "-p", "no:randomly",
+            # a plain traceback for a grader fault's detail: pytest's long style parses the source
+            # of every frame of every failure (a second per grading of a template)
+            "--tb=native",
             "--submission", str(path), "--hw4-report", str(report_path),
             "--hypothesis-profile", "grading", "--hw4-isolation", options.isolation,
             "--hw4-slot", str(options.slot), "-W", "ignore::pytest.PytestAssertRewriteWarning",

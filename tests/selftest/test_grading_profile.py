@@ -28,3 +28,22 @@ def test_a_test_that_fails_on_every_input_runs_a_handful_of_times_not_hundreds()
     with pytest.raises(NotImplementedError):
         always_fails()
     assert len(runs) <= 10, len(runs)
+
+
+def test_a_failing_test_is_reported_without_parsing_the_source_of_its_traceback(monkeypatch, template_sample):
+    """pytest's long traceback style parses the source file of every frame of every failure (the
+    grader's, Hypothesis's): about a second per self-check of the untouched template, for a
+    detail only a grader fault shows. Grading asks for plain tracebacks; the student's message
+    does not depend on it."""
+    import _pytest._code.code as code
+
+    from grader.grade import GradeOptions, grade_submission
+
+    parsed = []
+    real = code.getstatementrange_ast
+    monkeypatch.setattr(code, "getstatementrange_ast", lambda *a, **k: parsed.append(1) or real(*a, **k))
+    result = grade_submission(template_sample, "template", GradeOptions(
+        notebooks=False, public_only=True, pytest_args=("-k", "lab1e or lab3e")))
+    failed = [c for c in result.cases() if c.status == "failed"]
+    assert failed and all("NotImplementedError" in c.message for c in failed), [c.message for c in failed]
+    assert parsed == []
