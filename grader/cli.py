@@ -61,14 +61,12 @@ class UsageError(Exception):
 
 def cmd_check(args: argparse.Namespace) -> int:
     from grader.answers import read_answers
-    from grader.batch import single_torch_thread
     from grader.grade import GradeOptions, grade_submission
     from grader.outputs.selfcheck import all_passed, render
     from reference.config import load
 
     folder = _folder(args.dir, "DIR")
     cfg = load()
-    single_torch_thread()
     result = grade_submission(
         folder,
         folder.name,
@@ -155,7 +153,6 @@ def cmd_grade(args: argparse.Namespace) -> int:
 
 def cmd_ci(args: argparse.Namespace) -> int:
     from grader.answers import read_answers
-    from grader.batch import single_torch_thread
     from grader.grade import GradeOptions, grade_submission
     from grader.outputs import ci
     from grader.outputs.atomic import write_text
@@ -166,7 +163,6 @@ def cmd_ci(args: argparse.Namespace) -> int:
 
     folder = _folder(args.dir, "DIR")
     cfg = load()
-    single_torch_thread()
     student = os.environ.get("GITHUB_REPOSITORY", "").rsplit("/", 1)[-1] or folder.resolve().name
     result = grade_submission(
         folder,

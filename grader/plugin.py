@@ -78,6 +78,59 @@ def pytest_configure(config: pytest.Config) -> None:
         "function or an executed notebook",
     )
     _RECORDS.clear()
+    _prelaunch(config)
+
+
+def _prelaunch(config: pytest.Config) -> None:
+    """Start the submission's sandbox before the tests are collected: its zygote imports torch
+    (seconds) while this process imports the tests, and torch too, on the other core. The
+    ``submission`` fixture takes it over (an unused one is closed at the end). Then one torch
+    thread for the trusted side: its work is many small tensor operations."""
+    path = config.getoption("--submission", None)
+    if path and not config.getoption("collectonly", False):
+        from grader.sandbox.session import sandbox_session
+
+        try:
+            session = sandbox_session(Path(path), **_sandbox_args(config, load()))
+        except Exception:  # noqa: S110 - the fixture makes its own and reports what goes wrong
+            pass
+        else:
+            try:
+                session.launch()
+            except Exception:
+                session.close()
+            else:
+                config.stash[_LAUNCHED] = session
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _sandbox_args(config: pytest.Config, cfg) -> dict:
+    """How the submission's sandbox is made (the config's limits, the command line's isolation and slot)."""
+    from grader.sandbox.launcher import Limits
+
+    g = cfg.grading
+    limits = Limits(memory_mb=g.memory_mb, cpu_seconds=int(g.submission_budget_s) + 60,
+                    processes=g.max_processes, file_mb=g.max_file_mb, output_bytes=g.max_output_bytes)
+    return {"load_timeout": g.import_timeout_s, "limits": limits, "isolation": config.getoption("--hw4-isolation"),
+            "slot": config.getoption("--hw4-slot"), "max_result_bytes": g.max_result_mb << 20}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """No test selected needs the sandbox (``-k`` on the T/F answers): stop the launched one."""
+    if not any("submission" in getattr(item, "fixturenames", ()) for item in session.items):
+        pytest_unconfigure(session.config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    launched = config.stash.get(_LAUNCHED, None)
+    if launched is not None:  # launched, never used
+        del config.stash[_LAUNCHED]
+        launched.close()
+
+
+_LAUNCHED = pytest.StashKey["WorkerSession"]()
 
 
 def _marker(item: pytest.Item) -> dict:
@@ -260,19 +313,17 @@ def hw4_config():
 @pytest.fixture(scope="session")
 def submission(request: pytest.FixtureRequest, hw4_config):
     """The submission under test, loaded in a sandboxed worker (see ``grader.sandbox.proxy``)."""
-    from grader.sandbox.launcher import Limits
     from grader.sandbox.proxy import Submission
 
     path = request.config.getoption("--submission")
     if not path:
         raise pytest.UsageError("grading tests need --submission DIR")
     g = hw4_config.grading
-    limits = Limits(memory_mb=g.memory_mb, cpu_seconds=int(g.submission_budget_s) + 60,
-                    processes=g.max_processes, file_mb=g.max_file_mb, output_bytes=g.max_output_bytes)
-    sub = Submission(Path(path), call_timeout=g.call_timeout_s, load_timeout=g.import_timeout_s,
-                     budget=g.submission_budget_s, limits=limits,
-                     isolation=request.config.getoption("--hw4-isolation"),
-                     slot=request.config.getoption("--hw4-slot"), max_result_bytes=g.max_result_mb << 20)
+    launched = request.config.stash.get(_LAUNCHED, None)
+    if launched is not None:
+        del request.config.stash[_LAUNCHED]
+    sub = Submission(Path(path), call_timeout=g.call_timeout_s, budget=g.submission_budget_s,
+                     session=launched, **_sandbox_args(request.config, hw4_config))
     sub.set_phase(request.config.stash.get(_PHASE, "public"))
     request.config.stash[_SUBMISSION] = sub
     yield sub

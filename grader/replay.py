@@ -37,11 +37,7 @@ import os
 import sys
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
-
-from grader import refcache
 
 __all__ = ["ENV", "Unrecordable", "decode", "encode", "pytest_pyfunc_call"]
 
@@ -63,6 +59,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     fn = pyfuncitem.obj
     if os.environ.get(ENV, "1") == "0" or not _replayable(fn):
         return None
+    from grader import refcache  # imports torch: only once a test runs (see grader.plugin._prelaunch)
+
     funcargs = {arg: pyfuncitem.funcargs[arg] for arg in pyfuncitem._fixtureinfo.argnames}
     name = _name(pyfuncitem, fn)
     examples = refcache.lookup(name) if name not in _NOT_REPLAYED else None
@@ -191,6 +189,9 @@ def encode(value: Any) -> Any:
             (contiguous, numeric or bool), numbers, strings, None, tuples, lists, dicts with
             string keys and frozen dataclasses of these.
     """
+    import numpy as np
+    import torch
+
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, torch.Tensor):
@@ -228,6 +229,8 @@ def decode(data: Any) -> Any:
         Unrecordable: a dataclass that is not a frozen dataclass of a loaded module, or data
             :func:`encode` cannot have made.
     """
+    import numpy as np
+
     if data is None or isinstance(data, bool | int | float | str):
         return data
     if isinstance(data, list):

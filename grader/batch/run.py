@@ -100,7 +100,9 @@ def run_batch(
                 f"unchanged; grading {len(jobs)}",
                 file=shown.stream,
             )
-        if jobs:
+        if len(jobs) > 1:
+            # Children forked from a warm parent import nothing again. One submission alone gains
+            # nothing from it: its grading imports torch while its sandbox starts (in parallel).
             warm_up(options)
         g = cfg.grading
         timeout = (

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from grader.discover import Discovery, discover
+from grader.discover import Discovery
 from grader.errors import (
     BadReturn,
     BudgetExhausted,
@@ -46,8 +46,8 @@ from grader.errors import (
     StudentTimeout,
 )
 from grader.sandbox import channel as ch
-from grader.sandbox.launcher import Isolation, Limits, detect_isolation
-from grader.sandbox.session import LoadReport, WorkerDied, WorkerSession, WorkerTimedOut
+from grader.sandbox.launcher import Isolation, Limits
+from grader.sandbox.session import LoadReport, WorkerDied, WorkerSession, WorkerTimedOut, sandbox_session
 
 __all__ = ["CallInfo", "Submission", "criterion_spec", "describe_call", "loader_spec", "module_spec",
            "sgd_spec"]
@@ -69,18 +69,24 @@ class Submission:
         call_timeout: default wall-clock limit of one call, seconds.
         budget: wall-clock seconds all calls of this submission may take together.
         isolation: ``auto`` (bubblewrap if it works), ``bwrap`` or ``rlimit``.
+        session: a sandbox already made (and perhaps launched, ``WorkerSession.launch``) for
+            ``root`` with :func:`sandbox_session`; then ``load_timeout``, ``limits``,
+            ``isolation``, ``slot``, ``max_result_bytes`` and ``threads`` are the session's.
     """
 
     def __init__(self, root: Path, *, call_timeout: float = 20.0, load_timeout: float = 60.0,
                  budget: float = 600.0, limits: Limits | None = None, isolation: str = "auto",
-                 slot: int = 0, max_result_bytes: int = 64 << 20, max_strikes: int = 2, threads: int = 1):
+                 slot: int = 0, max_result_bytes: int = 64 << 20, max_strikes: int = 2, threads: int = 1,
+                 session: WorkerSession | None = None):
         self.root = Path(root)
-        self.discovery: Discovery = discover(self.root)
-        self.isolation: Isolation = detect_isolation(isolation)
+        if session is not None and session.discovery.root != self.root:
+            raise GraderError(f"Submission: the sandbox was made for {session.discovery.root}, not {self.root}")
+        self.session = session or sandbox_session(self.root, load_timeout=load_timeout, limits=limits,
+                                                  isolation=isolation, slot=slot,
+                                                  max_result_bytes=max_result_bytes, threads=threads)
+        self.discovery: Discovery = self.session.discovery
+        self.isolation: Isolation = self.session.isolation
         self.call_timeout, self.budget, self.max_strikes = call_timeout, budget, max_strikes
-        self.session = WorkerSession(self.discovery, self.isolation, limits or Limits(),
-                                     load_timeout=load_timeout, max_result_bytes=max_result_bytes,
-                                     slot=slot, threads=threads)
         self.spent = 0.0
         self.strikes: dict[str, int] = {}
         self._failures: dict[str, tuple[type[StudentError], str, str]] = {}  # last timeout/crash per name

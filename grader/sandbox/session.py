@@ -38,10 +38,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grader.discover import Discovery, walk_files
+from grader.discover import Discovery, discover, walk_files
 from grader.errors import GraderError
 from grader.sandbox import channel as ch
-from grader.sandbox.launcher import Isolation, Limits, SandboxProcess, describe_exit, spawn, stage_dir
+from grader.sandbox.launcher import (
+    Isolation,
+    Limits,
+    SandboxProcess,
+    describe_exit,
+    detect_isolation,
+    spawn,
+    stage_dir,
+)
 
 __all__ = [
     "GIVEN_SOURCES",
@@ -49,6 +57,7 @@ __all__ = [
     "WorkerDied",
     "WorkerSession",
     "WorkerTimedOut",
+    "sandbox_session",
     "stage_submission",
     "unit_module_name",
 ]
@@ -145,6 +154,17 @@ def _copy_regular(src: Path, dst: Path) -> None:
     dst.chmod(0o644)
 
 
+def sandbox_session(root: Path, *, load_timeout: float = 60.0, limits: Limits | None = None,
+                    isolation: str = "auto", slot: int = 0, max_result_bytes: int = 64 << 20,
+                    threads: int = 1) -> WorkerSession:
+    """The sandbox of the submission at ``root`` (staged, not started), as a
+    ``proxy.Submission`` makes it; apart so that a grading can launch it before importing torch
+    (this module does not import it)."""
+    root = Path(root)
+    return WorkerSession(discover(root), detect_isolation(isolation), limits or Limits(),
+                         load_timeout=load_timeout, max_result_bytes=max_result_bytes, slot=slot, threads=threads)
+
+
 class WorkerSession:
     """A sandboxed worker holding one submission's definitions."""
 
@@ -167,6 +187,7 @@ class WorkerSession:
         self._ctl: socket.socket | None = None  # the zygote's control socket
         self._child_pid: int | None = None  # the worker's pid (as the zygote sees it)
         self._forks = 0  # workers forked by this sandbox's zygote
+        self._ready = False  # the zygote answered its ping (see launch)
         try:
             self._stage_files()
         except BaseException:
@@ -202,7 +223,23 @@ class WorkerSession:
                     "scratch": "/scratch"}
         return {k: str(self.stage / k) for k in ("code", "given", "submission", "scratch")}
 
+    def launch(self) -> None:
+        """Start the sandbox now without waiting for it: the zygote imports torch (seconds) while
+        the caller does its own work (a fresh grading process imports torch and pytest too); the
+        first worker's start waits for it. A sandbox already started is left as it is.
+
+        Raises:
+            GraderError: the sandbox could not be started at all.
+        """
+        if self.proc is None:
+            self._launch()
+
     def _spawn(self) -> None:
+        """Start a fresh sandbox (killing the old one) and wait until its zygote answers."""
+        self._launch()
+        self._await_ready()
+
+    def _launch(self) -> None:
         """Start a fresh sandbox (killing the old one) with a clean scratch folder: the zygote
         (``worker.zygote``), which imports torch and waits on the control socket."""
         self.kill()
@@ -236,6 +273,10 @@ class WorkerSession:
             theirs.close()
         self._ctl = ours
         self._forks = 0
+        self._ready = False
+
+    def _await_ready(self) -> None:
+        """Wait for the launched zygote's answer (else the *grader* is at fault)."""
         try:
             reply = self._control({"op": "ping"}, timeout=max(START_TIMEOUT, self.load_timeout))
         except (WorkerTimedOut, WorkerDied) as exc:
@@ -245,6 +286,7 @@ class WorkerSession:
                               f"ran:\n{tail}") from None
         if not reply.get("ok"):
             raise GraderError(f"the sandboxed worker did not start: {reply.get('error')}")
+        self._ready = True
 
     @property
     def can_sweep(self) -> bool:
@@ -289,6 +331,8 @@ class WorkerSession:
         for attempt in (1, 2):
             if self.proc is None or self.proc.popen.poll() is not None or (self._forks and not self.can_sweep):
                 self._spawn()
+            elif not self._ready:  # launched early (see launch): its zygote must answer first
+                self._await_ready()
             req_r, req_w = os.pipe()
             resp_r, resp_w = os.pipe()
             try:

@@ -299,6 +299,17 @@ def test_the_progress_line_counts_only_the_points_graded_in_this_mode(tmp_path):
     assert f"b: {pts(function / 2)} of {pts(function)} automatic points" in lines["b"]
 
 
+def test_only_a_batch_of_several_warms_up_its_parent(tmp_path, monkeypatch):
+    """Children forked from a warm parent import nothing again; one submission alone gains nothing
+    from it and waits for it: its grading imports torch while its own sandbox starts."""
+    warmed = []
+    monkeypatch.setattr(grader.batch.run, "warm_up", warmed.append)
+    _batch(make_submissions(tmp_path / "one", {"a": "score 1"}), tmp_path / "out1")
+    assert warmed == []
+    _batch(make_submissions(tmp_path / "two", {"a": "score 1", "b": "score 1"}), tmp_path / "out2")
+    assert warmed == [FUNCTIONS]
+
+
 def _info(out: Path, student: str) -> dict:
     record = json.loads((out / ".hw4grade" / "records" / f"{student}.json").read_text())
     return json.loads(record["result"]["items"]["lab1.b"]["cases"][0]["message"])

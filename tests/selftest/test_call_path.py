@@ -1,7 +1,9 @@
-"""The call proxy's own work per call (``grader.sandbox.proxy``): what it costs the trusted side,
-with the same results. No sandbox is started here."""
+"""The call path's own cost (``grader.sandbox.proxy``, ``session``, the grading plugin): the trusted
+side's work per call and when the sandbox starts, with the same results."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,3 +67,43 @@ def test_writing_a_module_back_walks_its_modules_once(monkeypatch):
     assert len(walks) == 1
     state = net.state_dict()
     assert all(torch.equal(state[k], v) for k, v in after["state"].items())
+
+
+_LAUNCH_SPY = """
+import json, sys
+from pathlib import Path
+from grader.grade import GradeOptions, grade_submission
+from grader.sandbox import session as S
+
+seen = []
+launch, close = S.WorkerSession._launch, S.WorkerSession.close
+def spy_launch(self):
+    seen.append(["launch", "torch" in sys.modules])
+    return launch(self)
+def spy_close(self):
+    seen.append(["close", self.proc is not None and self.proc.popen.poll() is not None])
+    return close(self)
+S.WorkerSession._launch, S.WorkerSession.close = spy_launch, spy_close
+result = grade_submission(Path(sys.argv[1]), "s", GradeOptions(notebooks=False, pytest_args=("-k", sys.argv[2])))
+print(json.dumps({"seen": seen, "scores": {c.name: c.status for c in result.cases() if c.status != "not run"}}))
+"""
+
+
+@pytest.mark.parametrize(("k", "uses_sandbox"), [("lab1b", True), ("tf_choice", False)])
+def test_the_sandbox_starts_before_the_grading_imports_torch_and_stops_if_unused(correct_sample, k, uses_sandbox):
+    """A grading process starts its sandbox first thing: the zygote's torch import (seconds) runs
+    while this process imports torch and the tests, on the other core, instead of after them. A
+    run whose tests never call the student's code (T/F only) stops it again."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LAUNCH_SPY, str(correct_sample), k], capture_output=True,
+                          text=True, timeout=600, check=False, cwd=Path(__file__).resolve().parents[2])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["scores"] and set(out["scores"].values()) == {"passed"}, out["scores"]
+    assert out["seen"][0] == ["launch", False], out["seen"]
+    assert [e[0] for e in out["seen"]].count("launch") == 1, "the launched sandbox was not the one used"
+    if not uses_sandbox:
+        assert out["seen"][1][0] == "close", out["seen"]
