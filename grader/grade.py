@@ -20,11 +20,12 @@ from pathlib import Path
 from grader.answers import read_answers
 from grader.redact import redact, submission_lines
 from grader.results import CaseResult, SubmissionResult, build_result
-from reference.config import Config, load
+from reference.config import REPO_ROOT, Config, load
 
 __all__ = ["RUBRIC_DIR", "GradeOptions", "grade_submission"]
 
-RUBRIC_DIR = Path(__file__).resolve().parent.parent / "tests" / "rubric"
+#: the grading tests: the checkout's, or the installed edition's (``grader/_bundle/tests/rubric``)
+RUBRIC_DIR = REPO_ROOT / "tests" / "rubric"
 
 
 @dataclass(frozen=True)

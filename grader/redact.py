@@ -30,9 +30,13 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from reference import config as reference_config
+from reference.config import REPO_ROOT
+
 __all__ = ["MARKER", "MIN_LENGTH", "redact", "secret_lines", "submission_lines"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO_ROOT  # tests/rubric and student_template: the checkout's, or an installed edition's
+REFERENCE = Path(reference_config.__file__).resolve().parent  # the reference package, wherever installed
 MARKER = "[line removed: it matches the grader's own source]"
 MIN_LENGTH = 24
 _SPACE = re.compile(r"\s+")
@@ -41,8 +45,8 @@ MAX_OWN_BYTES = 64 << 20  # the submission files read for ``submission_lines``
 
 
 def _secret_sources() -> list[Path]:
-    return sorted((ROOT / "tests" / "rubric").rglob("*.py")) + sorted((ROOT / "reference").glob("*.py")) + [
-        ROOT / "reference" / "assignment.toml"]
+    return sorted((ROOT / "tests" / "rubric").rglob("*.py")) + sorted(REFERENCE.glob("*.py")) + [
+        REFERENCE / "assignment.toml"]
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,13 @@ __all__ = [
     "load",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+_PACKAGES = Path(__file__).resolve().parent.parent  # the folder holding reference/ and grader/
+_BUNDLE = _PACKAGES / "grader" / "_bundle"
+#: Where the grader's data lives (``tests/rubric``, ``fixtures/``, the given files in
+#: ``student_template/``): the repository in a source checkout (or an editable install); in an
+#: installed edition (a wheel, see ``grader.edition``) the ``grader/_bundle`` folder, which holds
+#: the same relative layout. Relative paths in a config resolve against it.
+REPO_ROOT = _BUNDLE if (_BUNDLE / "EDITION").is_file() else _PACKAGES
 DEFAULT_PATH = Path(__file__).resolve().parent / "assignment.toml"
 
 #: The rubric item ids, in gradebook column order (DESIGN section 7).
@@ -159,6 +165,8 @@ class Config:
     grading: GradingConfig
     tf_key: dict[str, str]
     rubric: dict[str, RubricItem] = field(repr=False)
+    #: the T/F questions in order; the student edition's config has these and no ``tf_key``
+    tf_questions: tuple[str, ...] = ()
 
     @property
     def total_points(self) -> float:
@@ -251,10 +259,16 @@ def _parse(path: Path, raw: dict[str, Any]) -> Config:
             f"{path}: [grading] hidden_visibility = {grading.hidden_visibility!r}; "
             "allowed: hidden, after_due_date, after_published"
         )
-    tf_key = {str(k): str(v).upper() for k, v in get("tf", "key").items()}
+    tf_raw = get("tf")
+    if not isinstance(tf_raw, dict) or not ("key" in tf_raw or "questions" in tf_raw):
+        raise ConfigError(f"{path}: [tf] needs a key (the instructor's config) or questions (the student edition's)")
+    tf_key = {str(k): str(v).upper() for k, v in tf_raw.get("key", {}).items()}
     for q, v in tf_key.items():
         if v not in ("T", "F"):
             raise ConfigError(f"{path}: [tf] key {q} = {v!r}; allowed: T or F")
+    tf_questions = tuple(str(q) for q in tf_raw.get("questions", tf_key))
+    if tf_key and list(tf_key) != list(tf_questions):
+        raise ConfigError(f"{path}: [tf] questions {list(tf_questions)} differ from the key's {list(tf_key)}")
     rubric: dict[str, RubricItem] = {}
     for item, spec in get("rubric").items():
         if item not in ITEM_IDS:
@@ -287,6 +301,7 @@ def _parse(path: Path, raw: dict[str, Any]) -> Config:
         grading=grading,
         tf_key=tf_key,
         rubric=rubric,
+        tf_questions=tf_questions,
     )
 
 

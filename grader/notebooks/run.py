@@ -42,6 +42,7 @@ from pathlib import Path
 
 from grader.discover import Discovery, discover
 from grader.errors import GraderError
+from reference import data as reference_data
 from reference.config import REPO_ROOT, Config
 
 __all__ = ["CACHE_ENV", "HARVEST_VERSION", "RunOptions", "cache_key", "execute_notebooks", "select_notebooks"]
@@ -75,7 +76,7 @@ class STE(torch.autograd.Function):
     def backward(ctx, g):
         return g, None, None
 '''
-FIXTURE_MODULE = REPO_ROOT / "reference" / "data.py"
+FIXTURE_MODULE = Path(reference_data.__file__).resolve()
 MAX_FILE_COPY = 1 << 20  # other files of a submission are staged only if smaller (as for the worker)
 MAX_CHECKPOINT = 64 << 20
 MAX_EVENTS = 16 << 20

@@ -50,6 +50,8 @@ from grader.sandbox.launcher import (
     spawn,
     stage_dir,
 )
+from reference import data as reference_data
+from reference.config import REPO_ROOT
 
 __all__ = [
     "GIVEN_SOURCES",
@@ -63,13 +65,13 @@ __all__ = [
 ]
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = REPO_ROOT  # the checkout, or an installed edition's grader/_bundle
 #: staged name -> source of the given files the worker may import (none holds a solution)
 GIVEN_SOURCES = {
     "resnet20.py": REPO / "student_template" / "resnet20.py",
     "train_util.py": REPO / "student_template" / "train_util.py",
     "fp_layers_float.py": REPO / "student_template" / "FP_layers.py",
-    "hw4_fixture_data.py": REPO / "reference" / "data.py",
+    "hw4_fixture_data.py": Path(reference_data.__file__).resolve(),
 }
 MAX_COPY_FILE = 1 << 20  # other files of a submission are copied only if smaller than this
 MAX_COPY_TOTAL = 64 << 20
