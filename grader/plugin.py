@@ -188,6 +188,23 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     # Every public test before every hidden one (stable: file order within each), so the
     # submission's worker switches phase once (see Submission.set_phase).
     items[:] = sorted(keep, key=lambda item: item.stash[_SPEC]["visibility"] != "public")
+    if public_only:
+        _RECORDS.extend(_absent_hidden_tests())
+
+
+def _absent_hidden_tests() -> list[CaseResult]:
+    """The student edition has no hidden tests, only their count, item, kind and weight (recorded
+    by ``hw4grade assign``): they are recorded as "not run" like the full edition's, so every
+    public test keeps its share of the item's points."""
+    from grader.edition import current
+    from grader.oracle import load_hidden
+
+    if current() != "student":
+        return []
+    return [CaseResult(name=f"hidden test {i + 1} of {h['item']}", item=h["item"], kind=h["kind"],
+                       visibility="hidden", weight=float(h["weight"]), status=STATUS_NOT_RUN, doc="",
+                       message="hidden test: run when your submission is graded")
+            for i, h in enumerate(load_hidden())]
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -218,6 +235,19 @@ def _no_shrinking(item: pytest.Item) -> None:
         return
     current = getattr(fn, "_hypothesis_internal_use_settings", None) or settings()
     fn._hypothesis_internal_use_settings = settings(current, phases=[p for p in current.phases if p != Phase.shrink])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Tell the oracle (``grader.oracle``) whether a public or a hidden test is running."""
+    from grader import oracle
+
+    spec = item.stash.get(_SPEC, None)
+    oracle.set_visibility(spec["visibility"] if spec else None)
+    try:
+        yield
+    finally:
+        oracle.set_visibility(None)
 
 
 @pytest.hookimpl(hookwrapper=True)
