@@ -79,7 +79,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         ),
         cfg,
     )
-    print(render(result, str(args.dir), read_answers(folder), questions=len(cfg.tf_key)), end="")
+    print(render(result, str(args.dir), read_answers(folder), questions=len(cfg.tf_questions)), end="")
     return EXIT_OK if all_passed(result) else EXIT_PROBLEM
 
 
@@ -180,7 +180,7 @@ def cmd_ci(args: argparse.Namespace) -> int:
     write_text(out / "results.json", results_text(result, cfg, public_only=True))
     write_text(out / "feedback.md", feedback_markdown(result, cfg))
     # The report quotes the student's messages: printed so the runner reads no command in it.
-    report = render(result, str(args.dir), read_answers(folder), questions=len(cfg.tf_key))
+    report = render(result, str(args.dir), read_answers(folder), questions=len(cfg.tf_questions))
     print(ci.stdout_text(report, result), end="")
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -422,6 +422,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from grader.batch import BatchError
     from reference.config import ConfigError, load
 
+    from grader.edition import INSTRUCTOR_COMMANDS, current
+
+    if args.command in INSTRUCTOR_COMMANDS and current() == "student":
+        parser.exit(EXIT_USAGE, f"hw4grade {args.command}: this is the student edition (hw4grade-student): it has "
+                    "the public tests only, for `hw4grade check` and `hw4grade ci`; the course's "
+                    "instructors grade with the full edition\n")
     if args.config:
         os.environ["HW4_CONFIG"] = str(Path(args.config).resolve())
     try:
