@@ -22,11 +22,10 @@ import torch.nn as nn
 from hypothesis import settings
 from hypothesis import strategies as st
 
-import reference.lab2 as ref
 from grader.errors import BadReturn, MissingDefinition, StudentError
+from grader.given import float_resnet_class
 from reference.config import load
 from reference.data import load_arrays
-from reference.resnet20 import ResNetCIFAR
 
 __all__ = [
     "ONE_FAILURE",
@@ -50,6 +49,7 @@ __all__ = [
     "model_cases",
     "one_thread",
     "parse_sparsity_lines",
+    "prunable_layers",
     "prune_call",
     "pruned_positions",
 ]
@@ -204,8 +204,11 @@ def model_cases(draw) -> ModelCase:
     return ModelCase(tuple(layers))
 
 
-def prunable_items(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return list(ref.prunable_layers(model))
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, layer)`` of the layers Lab 2 prunes, by the handout's rule: every ``nn.Conv2d`` and
+    ``nn.Linear`` whose module name does not contain ``id_mapping``."""
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, nn.Conv2d | nn.Linear) and "id_mapping" not in name]
 
 
 # ----------------------------------------------------------------------------- pruning checks
@@ -357,10 +360,10 @@ def _fixture_state() -> dict[str, torch.Tensor]:
     return torch.load(CFG.data.checkpoint, map_location="cpu", weights_only=True)
 
 
-def fixture_model() -> ResNetCIFAR:
-    """A fresh float ResNet-20 holding the fixture checkpoint (train mode). Built each time:
-    about 10 ms, less than ``copy.deepcopy`` of a built one (measured)."""
-    net = ResNetCIFAR(num_layers=20)
+def fixture_model() -> nn.Module:
+    """A fresh float ResNet-20 (the given files) holding the fixture checkpoint (train mode). Built
+    each time: about 10 ms, less than ``copy.deepcopy`` of a built one (measured)."""
+    net = float_resnet_class()(num_layers=20)
     net.load_state_dict(_fixture_state(), strict=True)
     return net.train()
 

@@ -18,9 +18,8 @@ from hypothesis.extra import numpy as hnp
 from rubric_support import refuse_trivial
 
 from grader import refcache
+from grader.oracle import call as reference_call  # the reference: live, or recorded (grader.oracle)
 from grader.errors import BadReturn, StudentError, StudentException
-from reference import lab3 as ref
-from reference import lab3_variants as variants
 
 __all__ = [
     "TIE",
@@ -172,11 +171,13 @@ def asymmetric_candidates(w: torch.Tensor, bit: int) -> list[Candidate]:
     """The reference, and min/max over the nonzero weights (when that grid differs)."""
     w64 = _np(w)
     out = [Candidate("the course formula: alpha = max(w) - min(w), beta = min(w), step = 2^bit - 1",
-                     _np(ref.STE.apply(w.detach().clone(), bit, False)), asymmetric_grid(w64, bit))]
+                     _np(reference_call("reference.lab3:STE.apply", w.detach().clone(), bit, False)),
+                     asymmetric_grid(w64, bit))]
     nonzero = w64[w64 != 0]
     if nonzero.size and (nonzero.min() != w64.min() or nonzero.max() != w64.max()):
         out.append(Candidate("min/max over the nonzero weights",
-                             _np(variants.asymmetric_nonzero_range(w, bit)), asymmetric_grid(nonzero, bit)))
+                             _np(reference_call("reference.lab3_variants:asymmetric_nonzero_range", w, bit)),
+                             asymmetric_grid(nonzero, bit)))
     return out
 
 
@@ -192,10 +193,10 @@ def symmetric_candidates(w: torch.Tensor, bit: int, oracle: bool = False) -> lis
         expected = torch.fake_quantize_per_tensor_affine(w.detach().float(), alpha / step, 0, -step, step)
     else:
         name = "the course formula: alpha = max|w|, step = 2^(bit-1) - 1"
-        expected = ref.STE.apply(w.detach().clone(), bit, True)
+        expected = reference_call("reference.lab3:STE.apply", w.detach().clone(), bit, True)
     midtread = Candidate(name, _np(expected), Grid(-alpha, alpha / step, 2 * step + 1))
     midrise = Candidate(f"{2**bit} levels without zero (mid-rise) from -max|w| to max|w|",
-                        _np(variants.symmetric_midrise(w, bit)),
+                        _np(reference_call("reference.lab3_variants:symmetric_midrise", w, bit)),
                         Grid(-alpha, 2 * alpha / (2**bit - 1), 2**bit))
     return [midtread, midrise]
 

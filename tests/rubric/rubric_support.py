@@ -12,7 +12,8 @@ import torch
 
 from grader.errors import BadReturn
 
-__all__ = ["as_tensor", "as_trajectory", "as_vector", "assert_close", "fmt", "refuse_trivial", "trivial_answer"]
+__all__ = ["as_tensor", "as_trajectory", "as_vector", "assert_close", "fmt", "magnitude_pruned", "refuse_trivial",
+           "trivial_answer"]
 
 
 def fmt(a, digits: int = 6) -> str:
@@ -114,3 +115,14 @@ def refuse_trivial(got, inputs, expected, tol: float, what: str) -> None:
 
 def _first(expected):
     return expected[0] if isinstance(expected, list) else expected
+
+
+def magnitude_pruned(layer: torch.nn.Module, q: float) -> torch.nn.Module:
+    """``layer`` with its ``q`` percent smallest-magnitude weights zeroed in place, by
+    ``torch.nn.utils.prune.l1_unstructured`` (a test's prerequisite pruning: neither the student's
+    function, which other tests grade, nor the reference's, which the student edition lacks)."""
+    from torch.nn.utils import prune
+
+    prune.l1_unstructured(layer, "weight", amount=q / 100.0)
+    prune.remove(layer, "weight")  # keep the zeros in .weight, drop the mask and the hook
+    return layer

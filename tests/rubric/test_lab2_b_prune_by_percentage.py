@@ -19,6 +19,7 @@ from lab2_support import (
     build_layer,
     fixture_model,
     layer_cases,
+    prunable_layers,
     prune_call,
     pruned_positions,
     refuse_trivial_pruning,
@@ -158,8 +159,7 @@ def test_lab2b_matches_the_reference_on_resnet20_layers(submission, q):
     """On every prunable layer of the pretrained ResNet-20 it zeroes the expected weights (at the
     term's q called without q, as the notebook does: the signature's default)."""
     student, reference = fixture_model(), fixture_model()
-    for (name, layer), (_, ref_layer) in zip(ref.prunable_layers(student), ref.prunable_layers(reference),
-                                             strict=True):
+    for (name, layer), (_, ref_layer) in zip(prunable_layers(student), prunable_layers(reference), strict=True):
         w0 = layer.weight.detach().clone()
         submission.prune_by_percentage(layer, **({} if q == ref.Q else {"q": q}))
         ref.prune_by_percentage(ref_layer, q=q)

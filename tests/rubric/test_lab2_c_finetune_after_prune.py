@@ -1,9 +1,9 @@
 """Lab 2 (c): finetune_after_prune(net, trainloader, criterion, optimizer, prune=True) trains one epoch
 and, with prune=True, keeps every pruned weight exactly zero; plus the sparsity-check cell.
 
-Inputs are built here with the reference (no cascade): the pretrained ResNet-20 pruned by
-``reference.lab2``, a few fixture batches in a fixed order, a fresh SGD optimizer with the
-course's momentum and weight decay. Masking the weights after ``optimizer.step()`` and masking the
+Inputs are built here, never by the student's other functions (no cascade): the pretrained
+ResNet-20 pruned by ``torch.nn.utils.prune`` (``lab2_support.magnitude_pruned``), a few fixture
+batches in a fixed order, a fresh SGD optimizer with the course's momentum and weight decay. Masking the weights after ``optimizer.step()`` and masking the
 gradients before it are both right, and both give exactly the reference's kept weights.
 """
 
@@ -17,11 +17,13 @@ from lab2_support import (
     fixture_model,
     one_thread,
     parse_sparsity_lines,
+    prunable_layers,
     refuse_trivial_training,
 )
+from rubric_support import magnitude_pruned
 
 import reference.lab2 as ref
-from grader import refcache
+from grader import oracle, refcache
 from grader.sandbox.proxy import criterion_spec, loader_spec, sgd_spec
 
 rubric = pytest.mark.rubric
@@ -38,11 +40,11 @@ def _pruned_model(q: float = CFG.lab2.q, random_mask: bool = False):
         # a zero pattern that is not magnitude pruning: re-pruning by |w| cannot reproduce it
         gen = torch.Generator().manual_seed(2024)
         with torch.no_grad():
-            for _, layer in ref.prunable_layers(net):
+            for _, layer in prunable_layers(net):
                 layer.weight.mul_((torch.rand(layer.weight.shape, generator=gen) >= 0.4).float())
     else:
-        for _, layer in ref.prunable_layers(net):
-            ref.prune_by_percentage(layer, q=q)
+        for _, layer in prunable_layers(net):
+            magnitude_pruned(layer, q)
     return net
 
 
@@ -50,12 +52,12 @@ def _finetune(submission, net, prune: bool | None):
     """Run the student's epoch on ``net`` (updated in place from the sandbox); return the
     prunable weights before and after. ``prune=None`` leaves the argument out, as the notebook's
     finetuning cell does (the signature's default, ``prune=True``, applies)."""
-    before = {name: layer.weight.detach().clone() for name, layer in ref.prunable_layers(net)}
+    before = {name: layer.weight.detach().clone() for name, layer in prunable_layers(net)}
     x, y = fixture_batches(N_IMAGES)
     submission.finetune_after_prune(net, loader_spec(x, y, BATCH), criterion_spec(),
                                     sgd_spec(0, lr=LR, momentum=MOMENTUM, weight_decay=CFG.lab2.reg),
                                     **({} if prune is None else {"prune": prune}))
-    after = {name: layer.weight.detach().clone() for name, layer in ref.prunable_layers(net)}
+    after = {name: layer.weight.detach().clone() for name, layer in prunable_layers(net)}
     return before, after
 
 
@@ -158,11 +160,11 @@ def test_lab2c_sparsity_check_prints_each_layer_and_the_total(submission, credit
     """The sparsity-check cell prints the true sparsity of every pruned layer and the total."""
     cell = find_sparsity_cell(submission)
     net = fixture_model()
-    layers = list(ref.prunable_layers(net))
+    layers = prunable_layers(net)
     # a different sparsity per layer, so a number printed for the wrong layer shows
     for i, (_, layer) in enumerate(layers):
-        ref.prune_by_percentage(layer, q=20.0 + 3.0 * i)
-    truth = ref.sparsity_report(net)
+        magnitude_pruned(layer, 20.0 + 3.0 * i)
+    truth = oracle.call("reference.lab2:sparsity_report", net)
     run = dry_run(submission, cell, net.state_dict())
     printed, total = parse_sparsity_lines(run.stdout, [name for name, _ in layers])
     # Printed values may be rounded (to 2 decimals, or to whole percents): half a percent.

@@ -13,14 +13,14 @@ finetuning (graded in (b) and (c)), and the run takes well under a second.
 import pytest
 from lab2_support import CFG, dry_run, find_iterative_cell, fixture_model
 
-import reference.lab2 as ref
+from grader import oracle
 
 rubric = pytest.mark.rubric
 
 PRUNE_EPOCHS = CFG.lab2.iterative_prune_epochs
 FIXED_EPOCHS = CFG.lab2.iterative_fixed_epochs
 TARGET = CFG.lab2.iterative_step * PRUNE_EPOCHS
-SCHEDULE = [ref.iterative_schedule(e) for e in range(PRUNE_EPOCHS)]
+SCHEDULE = [oracle.call("reference.lab2:iterative_schedule", e) for e in range(PRUNE_EPOCHS)]
 # q values are percents computed as (epoch + 1) * step, epoch * step + step, a running sum, ...:
 # any way of computing them agrees with the schedule to far better than 1e-6 percent.
 Q_TOL = 1e-6

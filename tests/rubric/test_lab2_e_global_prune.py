@@ -18,6 +18,7 @@ from lab2_support import (
     assert_prunes_smallest,
     fixture_model,
     model_cases,
+    prunable_layers,
     prune_call,
     pruned_positions,
     refuse_trivial_pruning,
@@ -41,7 +42,7 @@ def _global_pruned(submission, case, q):
 
 
 def _weights(model, prunable_only=True):
-    layers = ref.prunable_layers(model) if prunable_only else (
+    layers = prunable_layers(model) if prunable_only else (
         (n, m) for n, m in model.named_modules() if hasattr(m, "weight"))
     return {name: layer.weight.detach().clone() for name, layer in layers}
 
@@ -151,7 +152,7 @@ def test_lab2e_matches_the_reference_on_resnet20(submission, q):
     ref.global_prune_by_percentage(reference, q=q)
     what = f"global_prune_by_percentage(the pretrained ResNet-20{'' if q == ref.Q else f', q={q:g}'})"
     got_state, ref_state = student.state_dict(), reference.state_dict()
-    prunable = {f"{name}.weight" for name, _ in ref.prunable_layers(original)}
+    prunable = {f"{name}.weight" for name, _ in prunable_layers(original)}
     for key, value in original.state_dict().items():
         if key in prunable:
             continue
