@@ -3,7 +3,7 @@
     hw4grade check [DIR]                          a student's self-check (public tests)
     hw4grade grade SUBMISSIONS --out OUT          grade a class (folder of folders/zips, or an export zip)
     hw4grade ci [DIR]                             CI on push: job summary, annotations, hw4-results/
-    hw4grade assign [--check]                     regenerate (or verify) student_template/
+    hw4grade assign [--check]                     regenerate (or verify) student_template/, build the editions
     hw4grade gradescope --out autograder.zip      the Gradescope autograder bundle
     hw4grade merge [SHEET] --out OUT              merge the filled manual.csv
 
@@ -44,6 +44,7 @@ class Defaults:
     check_dir: str = "."
     ci_dir: str = "."
     ci_out: str = "hw4-results"
+    dist: str = "dist"
     workers: int = _default_workers()
     layout: str = "auto"
     isolation: str = "auto"
@@ -191,22 +192,39 @@ def cmd_ci(args: argparse.Namespace) -> int:
 
 def cmd_assign(args: argparse.Namespace) -> int:
     from grader import assign
-    from reference.config import REPO_ROOT
+    from grader.edition import current
+    from grader.edition.build import build_editions, check_editions, publish_help
+    from grader.edition.contents import EditionError
+    from reference.config import REPO_ROOT, load
 
+    if current() != "source":
+        raise UsageError("assign works in the project's source checkout (it writes student_template/ and "
+                         "builds the editions from reference/ and tests/)")
+    cfg = load()
     if args.check:
         problems = assign.check()
+        problems += check_editions(REPO_ROOT, cfg.path, isolation=args.isolation)
         for p in problems:
             print(p)
         if problems:
             print("run `hw4grade assign` to regenerate them", file=sys.stderr)
             return EXIT_PROBLEM
-        print("student_template/ and the solution sample are up to date with reference/")
+        print("student_template/, the solution sample and the recorded values are up to date with reference/; "
+              "the student edition holds no reference line, hidden test name or T/F key")
         return EXIT_OK
     written = assign.write()
     for path in written:
         print(f"wrote {path.relative_to(REPO_ROOT)}")
-    if not written:
-        print("everything was already up to date")
+    try:
+        built = build_editions(REPO_ROOT, cfg.path, Path(args.out), isolation=args.isolation)
+    except EditionError as exc:
+        print(f"hw4grade assign: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if built.table_written:
+        print(f"wrote {built.table.relative_to(REPO_ROOT) if built.table.is_relative_to(REPO_ROOT) else built.table}")
+    elif not written:
+        print("student_template/, the solution sample and the recorded values were already up to date")
+    print(publish_help(built, cfg.grading.pip_spec))
     return EXIT_OK
 
 
@@ -378,10 +396,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "assign",
-        help="regenerate student_template/ from reference/",
-        description="Render student_template/ and the solution sample from reference/.",
+        help="regenerate student_template/ from reference/, build both editions",
+        description="Render student_template/ and the solution sample from reference/, record the "
+        "reference's values for the public tests, and build the full and the student edition "
+        "(wheels in --out) with the command to publish the student's.",
     )
-    p.add_argument("--check", action="store_true", help="only verify; exit 1 when a file is out of date")
+    p.add_argument("--check", action="store_true",
+                   help="only verify; exit 1 when a file or the recorded values are out of date, or when "
+                   "the student edition would hold a reference line, a hidden test's name or the T/F key")
+    p.add_argument("--out", default=DEFAULTS.dist, metavar="DIR",
+                   help="where the two editions' wheels go (default: %(default)s)")
+    p.add_argument("--isolation", choices=("auto", "bwrap", "rlimit"), default=DEFAULTS.isolation,
+                   help="sandbox level of the recording run (default: %(default)s)")
     p.set_defaults(func=cmd_assign)
 
     p = sub.add_parser("gradescope", help="build the Gradescope autograder bundle")

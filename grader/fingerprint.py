@@ -16,10 +16,13 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from reference import config as _reference_config
 from reference.config import REPO_ROOT, Config
 
 __all__ = ["GRADING_SOURCES", "PRESENTATION", "hash_file", "sources_digest"]
 
+#: the folder holding the grader and reference packages (the checkout, or site-packages)
+PACKAGES = Path(_reference_config.__file__).resolve().parent.parent
 #: what decides a grade besides the submission (changing any of it regrades every submission)
 GRADING_SOURCES = ("grader", "tests/rubric", "tests/conftest.py", "reference", "student_template")
 #: files under GRADING_SOURCES that only present results: editing them does not regrade
@@ -36,7 +39,10 @@ def sources_digest(cfg: Config) -> str:
     """SHA-256 of the grading sources' relative paths and bytes, the config file and its data files."""
     h = hashlib.sha256()
     for rel in GRADING_SOURCES:
-        base = REPO_ROOT / rel
+        # grader/ and reference/ are the packages wherever installed; the rest is data (REPO_ROOT:
+        # the checkout, or an installed edition's grader/_bundle, hashed under its own names)
+        root = PACKAGES if rel in ("grader", "reference") else REPO_ROOT
+        base = root / rel
         files = (
             [base]
             if base.is_file()
@@ -45,10 +51,11 @@ def sources_digest(cfg: Config) -> str:
             else []
         )
         for f in files:
-            name = f.relative_to(REPO_ROOT).as_posix()
+            name = f.relative_to(root).as_posix()
             # Caches and tool state (.hypothesis, .pytest_cache) are not grading sources.
             parts = name.split("/")
-            if "__pycache__" in parts or any(p.startswith(".") for p in parts) or name.startswith(PRESENTATION):
+            if "__pycache__" in parts or "_bundle" in parts or any(p.startswith(".") for p in parts) \
+                    or name.startswith(PRESENTATION):
                 continue
             h.update(name.encode() + b"\0")
             hash_file(h, f)

@@ -36,6 +36,7 @@ STUDENT_SKIPS = (
     "grader/dask_executor.py",
     "grader/outputs/gradescope.py",
     "grader/edition/backend.py",
+    "grader/edition/build.py",
     "grader/edition/contents.py",
     "grader/edition/record.py",
     "grader/edition/scan.py",
@@ -96,7 +97,9 @@ def full_files(root: Path) -> dict[str, bytes]:
         bundle[rel] = data
     for name in GIVEN:
         bundle[f"student_template/{name}"] = _file(root, f"student_template/{name}")
-    for rel in ("fixtures/pretrained_model.pt", "fixtures/pretrained_model.json"):
+    # the project files `hw4grade gradescope` puts in its bundle (setup.sh installs from them)
+    for rel in ("fixtures/pretrained_model.pt", "fixtures/pretrained_model.json", "pyproject.toml",
+                "requirements.txt"):
         bundle[rel] = _file(root, rel)
     bundle.update(_tree(root, "fixtures/data"))
     files.update({f"{BUNDLE}/{rel}": data for rel, data in bundle.items()})

@@ -31,6 +31,7 @@ import traceback
 import zipfile
 from pathlib import Path
 
+from reference import config as _reference_config
 from reference.config import REPO_ROOT, Config, load
 
 __all__ = ["BUNDLE_PATHS", "DEFAULT_ROOT", "build_bundle", "run_autograder"]
@@ -53,7 +54,8 @@ BUNDLE_PATHS = (
     "requirements.txt",
     "pyproject.toml",
 )
-_SKIP_DIRS = {"__pycache__", ".pytest_cache", ".hypothesis"}
+_SKIP_DIRS = {"__pycache__", ".pytest_cache", ".hypothesis", "_bundle"}
+PACKAGES = Path(_reference_config.__file__).resolve().parent.parent
 # A fixed timestamp for every entry: the same sources give a byte-identical bundle.
 _EPOCH = (2020, 1, 1, 0, 0, 0)
 
@@ -109,12 +111,15 @@ def build_bundle(out: Path, cfg: Config | None = None) -> list[str]:
     cfg = cfg or load()
     entries: dict[str, tuple[bytes, int]] = {}
     for rel in BUNDLE_PATHS:
-        src = REPO_ROOT / rel
+        # grader/ and reference/ are the installed packages; the rest is data under REPO_ROOT (the
+        # checkout, or an installed full edition's grader/_bundle, which has the same layout)
+        root = PACKAGES if rel in ("grader", "reference") else REPO_ROOT
+        src = root / rel
         if src.is_file():
             entries[rel] = (src.read_bytes(), 0o644)
         elif src.is_dir():
             for path in sorted(src.rglob("*")):
-                parts = path.relative_to(REPO_ROOT).parts
+                parts = path.relative_to(root).parts
                 if path.is_file() and not _SKIP_DIRS.intersection(parts) and path.suffix != ".pyc":
                     entries["/".join(parts)] = (path.read_bytes(), 0o644)
         elif rel.endswith("__init__.py"):

@@ -36,6 +36,7 @@ from rubric_support import as_trajectory, as_vector, fmt, trivial_answer
 
 import reference.lab1 as ref
 from grader.errors import BadReturn, StudentError, StudentException
+from grader.oracle import call as reference_call  # what public checks need of the reference (grader.oracle)
 from reference.lab1_variants import all_projections, all_trimmed, valid_selections
 
 __all__ = [
@@ -55,7 +56,6 @@ __all__ = [
     "check_runner",
     "check_soft_threshold",
     "check_trimmed",
-    "grade_each_parameter",
     "operator_tolerance",
     "own_gradient",
     "own_soft",
@@ -565,38 +565,6 @@ def check_runner(submission, run: Run, args: Sequence, kwargs: dict, what: str) 
     call_in_layouts(submission, name, args, kwargs=kwargs, columns=(1,), check=check)
 
 
-def grade_each_parameter(submission, credit, method: str, X: np.ndarray, y: np.ndarray, cfg) -> None:
-    """Run ``method``'s runner on the homework's data for every parameter value of the term, the
-    way the notebook does (``run_l1_gd(X, y, lam)``: lr and steps at their defaults); partial
-    credit is the fraction of parameter values that come out right."""
-    c = cfg.lab1
-    params = c.params(method)
-    wrong = []
-    for p in params:
-        if p is None:
-            run, args = Run(method, X, y, c.lr, c.steps), (X, y)
-        elif method == "projected":
-            run, args = Run(method, X, y, c.lr, c.steps, param=p), (X, y)
-        else:
-            run = Run(method, X, y, c.lr, c.steps, param=p, trim=c.trim if method == "trimmed" else None)
-            args = (X, y, p)
-        shown = "" if p is None or method == "projected" else f", {p:g}"
-        what = f"{RUNNERS[method]}(X, y{shown}) on the homework's X, y"
-        try:
-            check_runner(submission, run, args, {}, what)
-        except AssertionError as exc:
-            wrong.append(str(exc))
-        except StudentError as exc:
-            wrong.append(exc.feedback())
-    if wrong:
-        credit.set(1 - len(wrong) / len(params))
-        right = len(params) - len(wrong)
-        # one message per distinct failure: a submission that cannot load fails every value alike
-        shown = list(dict.fromkeys(wrong))
-        head = f"{right} of {len(params)} parameter values right.\n\n" if len(params) > 1 else ""
-        raise AssertionError(head + "\n\n".join(shown))
-
-
 @st.composite
 def runner_data(draw, max_steps: int = 25):
     """(X, y, lr, steps) for a runner on generated data: the homework's shape (3 samples, 5
@@ -639,7 +607,7 @@ def gradient_tolerance(X, y, W) -> np.ndarray:
 
 def check_loss(submission, X, y, W, what: str) -> None:
     """The student's loss(W, X, y) equals sum_i (X_i W - y_i)^2 within ``loss_tolerance``."""
-    expected = ref.loss(W, X, y)
+    expected = reference_call("reference.lab1:loss", W, X, y)
     tol = loss_tolerance(X, y, W)
 
     def check(value, layout):
@@ -662,7 +630,7 @@ def _loss_hint(got: float, expected: float, X) -> str:
 
 def check_gradient(submission, X, y, W, what: str) -> None:
     """The student's gradient(W, X, y) equals 2 X^T (X W - y) within ``gradient_tolerance``."""
-    expected = ref.gradient(W, X, y)
+    expected = reference_call("reference.lab1:gradient", W, X, y)
     tol = gradient_tolerance(X, y, W)
 
     def check(value, layout):
@@ -685,8 +653,8 @@ def check_gradient(submission, X, y, W, what: str) -> None:
 def check_projection(submission, W, k, what: str, validate: bool = True, pass_k: bool = True) -> np.ndarray:
     """The student's P_k(W), checked to be a valid projection (unless ``validate`` is False).
     ``pass_k=False`` calls ``project_top_k(W)``: ``k`` is then the signature's default."""
-    valid = all_projections(W, k, tol=operator_tolerance(W))
     tol = operator_tolerance(W)
+    valid = reference_call("reference.lab1_variants:all_projections", W, k, tol=tol)
 
     def check(value, layout):
         got = as_vector(value, W.size, what)
@@ -715,7 +683,7 @@ def _finite(v: np.ndarray, what: str) -> np.ndarray:
 
 def check_soft_threshold(submission, W, tau, what: str) -> None:
     """The student's soft_threshold(W, tau) equals sign(W) * max(|W| - tau, 0) entrywise."""
-    expected = ref.soft_threshold(W, tau)
+    expected = reference_call("reference.lab1:soft_threshold", W, tau)
     tol = operator_tolerance(W, tau)
 
     def check(value, layout):
@@ -737,8 +705,8 @@ def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -
     tie-break), or is one given the student's own soft_threshold (error carried forward).
     ``pass_trim=False`` calls ``trimmed_soft_threshold(W, tau)``: ``trim`` is the default."""
     tol = operator_tolerance(W, tau)
-    selections = valid_selections(np.abs(W), trim, smallest=True, tol=tol)
-    valid = all_trimmed(W, tau, trim, tol=tol)  # one per selection, in the same order
+    selections = reference_call("reference.lab1_variants:valid_selections", np.abs(W), trim, smallest=True, tol=tol)
+    valid = reference_call("reference.lab1_variants:all_trimmed", W, tau, trim, tol=tol)  # one per selection, same order
 
     def check(value, layout):
         got = as_vector(value, W.size, what)
@@ -766,11 +734,12 @@ def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -
 
 def _trimmed_hint(W, tau, trim, got, tol) -> str:
     """A hint when exactly one known wrong reading gives ``got`` (on small inputs several may)."""
-    SW = ref.soft_threshold(W, tau)
+    SW = reference_call("reference.lab1:soft_threshold", W, tau)
+    largest = reference_call("reference.lab1_variants:valid_selections", np.abs(W), trim, smallest=False, tol=tol)
     readings = {
         "every entry was soft-thresholded; only the `trim` smallest should be": [SW],
         "the entries of largest magnitude were thresholded; threshold the smallest":
-            [_selected(W, SW, s) for s in valid_selections(np.abs(W), trim, smallest=False, tol=tol)],
+            [_selected(W, SW, s) for s in largest],
     }
     explains = [h for h, outs in readings.items() if any(np.abs(got - o).max() <= tol for o in outs)]
     return f". Hint: {explains[0]}." if len(explains) == 1 else ""

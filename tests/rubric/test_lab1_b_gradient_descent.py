@@ -6,7 +6,8 @@ as one full-batch step from the row before it (see ``lab1_support.check_run``).
 
 import pytest
 from hypothesis import given
-from lab1_support import Run, check_runner, grade_each_parameter, runner_data
+from lab1_runs import grade_each_parameter
+from lab1_support import Run, check_runner, runner_data
 
 rubric = pytest.mark.rubric
 

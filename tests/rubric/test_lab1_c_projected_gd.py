@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lab1_runs import grade_each_parameter
 from lab1_support import (
     Run,
     check_projection,
     check_runner,
-    grade_each_parameter,
     operator_tolerance,
     runner_data,
 )

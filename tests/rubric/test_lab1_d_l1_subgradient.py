@@ -5,7 +5,8 @@ W <- W - lr * (grad L(W) + lam * sign(W)) with sign(0) = 0, for every lam of the
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lab1_support import Run, check_runner, grade_each_parameter, runner_data
+from lab1_runs import grade_each_parameter
+from lab1_support import Run, check_runner, runner_data
 
 rubric = pytest.mark.rubric
 

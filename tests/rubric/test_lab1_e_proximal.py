@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lab1_runs import grade_each_parameter
 from lab1_support import (
     Run,
     call_soft_threshold,
     check_runner,
     check_soft_threshold,
-    grade_each_parameter,
     operator_tolerance,
     runner_data,
 )

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lab1_runs import grade_each_parameter
 from lab1_support import (
     Run,
     check_runner,
     check_trimmed,
-    grade_each_parameter,
     runner_data,
 )
 from rubric_support import fmt

@@ -40,10 +40,10 @@ def _pruned_model(q: float = CFG.lab2.q, random_mask: bool = False):
         # a zero pattern that is not magnitude pruning: re-pruning by |w| cannot reproduce it
         gen = torch.Generator().manual_seed(2024)
         with torch.no_grad():
-            for _, layer in prunable_layers(net):
+            for _name, layer in prunable_layers(net):
                 layer.weight.mul_((torch.rand(layer.weight.shape, generator=gen) >= 0.4).float())
     else:
-        for _, layer in prunable_layers(net):
+        for _name, layer in prunable_layers(net):
             magnitude_pruned(layer, q)
     return net
 

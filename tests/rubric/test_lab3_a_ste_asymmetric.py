@@ -1,5 +1,6 @@
 """Lab 3 (a): the STE, asymmetric. Forward: with mask = (w != 0), alpha = max(w) - min(w),
-beta = min(w), step = 2^bit - 1: wq = (round((w - beta) / alpha * step) / step * alpha + beta) * mask.
+beta = min(w), step = 2^bit - 1, R = round((w - beta) / alpha * step) / step: wq = (R * alpha + beta) * mask
+(the handout's formula, as FP_layers.py states it).
 Backward: the incoming gradient passes to w unchanged; None for bit and symmetric.
 
 Accepted (DESIGN section 3): min/max over the nonzero weights only, a mask of any dtype,

@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 # when it collects them); do the same to test those helpers here.
 if str(ROOT / "tests" / "rubric") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests" / "rubric"))
+import lab1_runs as runs  # noqa: E402
 import lab1_support as sup  # noqa: E402
 
 CFG = config.load()
@@ -355,6 +356,38 @@ def run_local(update, X, y, lr, steps, *, grad=ref.gradient, per_sample=False, d
     return np.array(rows)
 
 
+def _float32_runner(method: str):
+    """A runner of ``method`` computed entirely in float32 (as a torch.float32 hand-in would)."""
+    f = np.float32
+
+    def soft(V, tau):
+        return (np.sign(V) * np.maximum(np.abs(V) - f(tau), f(0))).astype(f)
+
+    def step(W, V, param, trim):
+        if method == "projected":
+            out = np.zeros_like(V)
+            keep = np.argsort(-np.abs(V), kind="stable")[:int(param)]
+            out[keep] = V[keep]
+            return out
+        if method == "l1":
+            return V - f(0.02) * f(param) * np.sign(W)
+        if method == "proximal":
+            return soft(V, param)
+        if method == "trimmed":
+            out = V.copy()
+            small = np.argsort(np.abs(V), kind="stable")[:trim]
+            out[small] = soft(V[small], param)
+            return out
+        return V
+
+    def run(X, y, param=None, trim=3, lr=0.02, steps=200, k=2):
+        param = k if method == "projected" else param
+        return run_local(lambda W, V, G: step(W, V, param, trim), X, y, lr, steps,
+                         grad=lambda W, X, y: 2 * X.T @ (X @ W - y), dtype=f)
+
+    return run
+
+
 def _stable_top(V, k):
     return ref.project_top_k(V, k)
 
@@ -570,8 +603,48 @@ def test_each_parameter_right_earns_its_share():
 
     credit = Credit()
     with pytest.raises(AssertionError, match="2 of 4 parameter values right"):
-        sup.grade_each_parameter(LocalSubmission(run_l1_gd=run_l1_gd), credit, "l1", X_TERM, Y_TERM, CFG)
+        runs.grade_each_parameter(LocalSubmission(run_l1_gd=run_l1_gd), credit, "l1", X_TERM, Y_TERM, CFG)
     assert credit.fraction == 0.5
+
+
+def test_a_run_right_only_by_the_students_own_gradient_fails_but_keeps_its_points():
+    """The public runner test's verdict is the strict one (the student edition cannot carry an
+    error forward); the full edition gives the points back and says why."""
+    def gradient(W, X, y):
+        return X.T @ (X @ np.ravel(W) - np.ravel(y))  # the factor 2 is missing: graded in (a)
+
+    def run_gd(X, y, lr=0.02, steps=200):
+        return run_local(lambda W, V, G: V, X, y, lr, steps, grad=gradient)
+
+    credit = Credit()
+    with pytest.raises(AssertionError, match=r"(?s)factor 2.*still earn their points.*error carried forward"):
+        runs.grade_each_parameter(LocalSubmission(run_gd=run_gd, gradient=gradient), credit, "gd", X_TERM,
+                                  Y_TERM, CFG)
+    assert credit.fraction == 1.0
+
+
+def test_the_student_edition_judges_the_same_run_strictly_without_credit(monkeypatch):
+    def gradient(W, X, y):
+        return X.T @ (X @ np.ravel(W) - np.ravel(y))
+
+    def run_gd(X, y, lr=0.02, steps=200):
+        return run_local(lambda W, V, G: V, X, y, lr, steps, grad=gradient)
+
+    monkeypatch.setattr(runs, "current", lambda: "student")
+    credit = Credit()
+    with pytest.raises(AssertionError, match="factor 2") as failure:
+        runs.grade_each_parameter(LocalSubmission(run_gd=run_gd, gradient=gradient), credit, "gd", X_TERM,
+                                  Y_TERM, CFG)
+    assert "still earn" not in str(failure.value)
+    assert credit.fraction == 0.0
+
+
+@pytest.mark.parametrize("method", ["gd", "projected", "l1", "proximal", "trimmed"])
+def test_float32_runners_stay_within_the_recorded_runs_budget(method):
+    """A float32 implementation drifts from the float64 reference run; the accumulated step
+    tolerance must absorb that on every parameter of the term."""
+    submission = LocalSubmission(**{sup.RUNNERS[method]: _float32_runner(method)})
+    runs.grade_each_parameter(submission, Credit(), method, X_TERM, Y_TERM, CFG)
 
 
 def _column_loss(W, X, y):
