@@ -114,7 +114,8 @@ def render(mode: str, cfg: Config | None = None) -> Rendering:
         files[student] = build_notebook((HANDOUT_DIR / source).read_text(), mode, modules, consts, cfg)
     files["answers.yaml"] = answers_yaml(cfg, filled=(mode == "solution"))
     if mode == "template":
-        files["README.md"] = substitute_markdown((HANDOUT_DIR / "README.md").read_text(), consts, cfg)
+        readme = (HANDOUT_DIR / "README.md").read_text().replace("{{PIP_SPEC}}", cfg.grading.pip_spec)
+        files["README.md"] = substitute_markdown(readme, consts, cfg)
         workflow = (HANDOUT_DIR / "workflow.yml").read_text()
         files[".github/workflows/hw4.yml"] = workflow.replace("{{PIP_SPEC}}", cfg.grading.pip_spec)
     return Rendering(mode, files)
