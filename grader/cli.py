@@ -203,7 +203,10 @@ def cmd_assign(args: argparse.Namespace) -> int:
     cfg = load()
     if args.check:
         problems = assign.check()
-        problems += check_editions(REPO_ROOT, cfg.path, isolation=args.isolation)
+        if problems:
+            problems.append("(the recorded values and the student edition are checked once these are up to date)")
+        else:
+            problems = check_editions(REPO_ROOT, cfg.path, isolation=args.isolation)
         for p in problems:
             print(p)
         if problems:

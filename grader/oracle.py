@@ -22,8 +22,10 @@ so the shrinker stays on recorded inputs, in both editions alike. Outside one, t
 computes the value live (the table is stale: ``hw4grade assign --check`` says so) and the student
 edition reports a grader error ("rebuild the student edition").
 
-Rule for callers: the arguments of a call must not depend on the student's results (they are the
-test's own inputs), or the student edition misses where the full edition does not.
+Rule for callers: neither the arguments of a call nor whether it is made may depend on the
+student's results -- ask for everything a test compares with, its failure messages' hints
+included, before calling the student -- or the student edition misses where the full edition does
+not (the recording run is the solution's, which never fails).
 
 Keys are digests of the call (name, argument types, shapes, dtypes and exact bytes), so any change
 of an input is a different key. Values are data only (numbers, strings, arrays, tensors, lists,

@@ -79,20 +79,20 @@ def check_editions(root: Path, config_path: Path, isolation: str = "auto") -> li
     from grader.oracle import table_path
     from reference.config import load
 
-    problems = []
     table = table_path(config_path)
     rel = table.relative_to(root) if table.is_relative_to(root) else table
-    fresh = record(config_path, isolation).text()
     if not table.is_file():
-        problems.append(f"{rel}: missing (the public tests' recorded reference values)")
-    elif table.read_text(encoding="utf-8") != fresh:
-        problems.append(f"{rel}: out of date with the public tests and reference/ (recorded values differ)")
-        return problems  # the student edition would carry the stale table: scanning it says nothing new
+        return [f"{rel}: missing (the public tests' recorded reference values)"]
+    # first what needs no recording run: can the student edition be built, and is it clean?
     try:
         student = student_files(root, config_path)
     except EditionError as exc:
-        return [*problems, f"student edition: {exc}"]
-    problems += [f"student edition: {p}" for p in leaks(student, root, load(config_path).tf_key)]
+        return [f"student edition: {exc}"]
+    problems = [f"student edition: {p}" for p in leaks(student, root, load(config_path).tf_key)]
+    if problems:
+        return problems
+    if table.read_text(encoding="utf-8") != record(config_path, isolation).text():
+        problems.append(f"{rel}: out of date with the public tests and reference/ (recorded values differ)")
     return problems
 
 

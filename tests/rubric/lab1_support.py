@@ -707,6 +707,9 @@ def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -
     tol = operator_tolerance(W, tau)
     selections = reference_call("reference.lab1_variants:valid_selections", np.abs(W), trim, smallest=True, tol=tol)
     valid = reference_call("reference.lab1_variants:all_trimmed", W, tau, trim, tol=tol)  # one per selection, same order
+    # what a failure's hint compares with, asked before the student's answer is known: the
+    # student edition has only the values the solution's run asked for (grader.oracle)
+    readings = _trimmed_readings(W, tau, trim, tol)
 
     def check(value, layout):
         got = as_vector(value, W.size, what)
@@ -726,20 +729,24 @@ def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -
             f"{what}: expected {fmt(valid[best])}{also}, got {fmt(got)}: the {trim} "
             f"entr{'y' if trim == 1 else 'ies'} of smallest |W_j| soft-thresholded by tau, the others "
             f"(here entries {kept}) kept as they are"
-            + _trimmed_hint(W, tau, trim, got, tol))
+            + _trimmed_hint(readings, got, tol))
 
     call_in_layouts(submission, "trimmed_soft_threshold", (W, tau, trim) if pass_trim else (W, tau),
                     columns=(0,), check=check)
 
 
-def _trimmed_hint(W, tau, trim, got, tol) -> str:
-    """A hint when exactly one known wrong reading gives ``got`` (on small inputs several may)."""
+def _trimmed_readings(W, tau, trim, tol) -> dict[str, list[np.ndarray]]:
+    """What the known wrong readings of the trimmed prox give on ``W``: hint -> outputs."""
     SW = reference_call("reference.lab1:soft_threshold", W, tau)
     largest = reference_call("reference.lab1_variants:valid_selections", np.abs(W), trim, smallest=False, tol=tol)
-    readings = {
+    return {
         "every entry was soft-thresholded; only the `trim` smallest should be": [SW],
         "the entries of largest magnitude were thresholded; threshold the smallest":
             [_selected(W, SW, s) for s in largest],
     }
+
+
+def _trimmed_hint(readings: dict[str, list[np.ndarray]], got, tol) -> str:
+    """A hint when exactly one known wrong reading gives ``got`` (on small inputs several may)."""
     explains = [h for h, outs in readings.items() if any(np.abs(got - o).max() <= tol for o in outs)]
     return f". Hint: {explains[0]}." if len(explains) == 1 else ""

@@ -19,9 +19,12 @@ def test_committed_template_and_solution_are_up_to_date():
 
 @pytest.fixture
 def scratch_repo(tmp_path, repo_root):
-    """A copy of the parts of the repository that `assign --check` reads."""
-    for part in ("reference", "grader", "student_template", "tests/rubric"):
+    """A copy of the parts of the repository that `assign --check` reads (it also records the
+    public tests' values on the solution, so the fixtures and the Hypothesis profiles come too)."""
+    for part in ("reference", "grader", "student_template", "tests/rubric", "fixtures/data"):
         shutil.copytree(repo_root / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for part in ("tests/conftest.py", "fixtures/pretrained_model.pt", "fixtures/pretrained_model.json"):
+        shutil.copy(repo_root / part, tmp_path / part)
     (tmp_path / "fixtures" / "submissions" / "correct").mkdir(parents=True)
     shutil.copytree(repo_root / "fixtures/submissions/correct/reference",
                     tmp_path / "fixtures/submissions/correct/reference")
@@ -38,6 +41,38 @@ def _check(root):
 def test_assign_check_passes_on_an_unchanged_copy(scratch_repo):
     result = _check(scratch_repo)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_assign_check_fails_when_the_recorded_values_are_stale(scratch_repo):
+    """A public test that asks the reference something new (another example) needs a new recording."""
+    path = scratch_repo / "tests" / "rubric" / "test_lab1_e_proximal.py"
+    text = path.read_text()
+    assert "([2.0, -3.5, 0.25], 0.0)," in text
+    path.write_text(text.replace("([2.0, -3.5, 0.25], 0.0),", "([2.0, -3.5, 0.25], 0.0),\n    ([4.0, -1.0], 0.5),"))
+    result = _check(scratch_repo)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "reference/assignment.recorded.json: out of date" in result.stdout
+
+
+def test_assign_check_fails_when_a_public_test_needs_the_reference(scratch_repo):
+    """The student edition has no reference: a public test importing it is refused by name."""
+    path = scratch_repo / "tests" / "rubric" / "test_lab2_d_iterative_schedule.py"
+    text = path.read_text()
+    old = 'SCHEDULE = [oracle.call("reference.lab2:iterative_schedule", e) for e in range(PRUNE_EPOCHS)]'
+    assert old in text
+    path.write_text(text.replace(old, "import reference.lab2 as ref  # noqa: E402\n"
+                                      "SCHEDULE = [ref.iterative_schedule(e) for e in range(PRUNE_EPOCHS)]"))
+    result = _check(scratch_repo)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "test_lab2_d_iterative_schedule.py" in result.stdout and "reference.lab2" in result.stdout
+
+
+def test_assign_check_fails_when_the_student_edition_would_name_a_hidden_test(scratch_repo):
+    path = scratch_repo / "tests" / "rubric" / "test_lab2_b_prune_by_percentage.py"
+    path.write_text(path.read_text() + "\n# the bias: see test_lab2b_leaves_the_bias_alone\n")
+    result = _check(scratch_repo)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "names hidden test(s) test_lab2b_leaves_the_bias_alone" in result.stdout
 
 
 def test_assign_check_fails_after_a_reference_docstring_changes(scratch_repo):
