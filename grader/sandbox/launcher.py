@@ -272,6 +272,8 @@ class _MountPlan:
     in the parent: the child between fork and exec must not walk the filesystem in Python)."""
 
     hidden: tuple[tuple[str, tuple[str, ...]], ...]
+    #: folders covered by an empty tmpfs (the grader's own installed packages: :func:`hidden_paths`)
+    empty: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1)
@@ -284,7 +286,7 @@ def _mount_plan() -> _MountPlan:
     # a path inside another shown path comes with it
     plan = {top: tuple(sorted(p for p in paths if not any(p.startswith(q + "/") for q in paths)))
             for top, paths in hidden.items()}
-    return _MountPlan(tuple(sorted(plan.items())))
+    return _MountPlan(tuple(sorted(plan.items())), tuple(hidden_paths()))
 
 
 def _unreachable_ancestor(path: str) -> str | None:
@@ -324,6 +326,8 @@ def _private_mounts(plan: _MountPlan, devices: Sequence[str] = ()) -> None:  # i
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(inner, 0o755)
             mount(f"/proc/self/fd/{opened[path]}".encode(), inner, None, _MS_BIND | _MS_REC, None)
+    for folder in plan.empty:
+        mount(b"tmpfs", folder, b"tmpfs", _MS_NOSUID, b"mode=0755,size=64k")
     mount(b"tmpfs", "/dev", b"tmpfs", _MS_NOSUID, b"mode=0755,size=64k")
     for name, fd in nodes.items():
         if "/" in name:
@@ -383,9 +387,11 @@ def _fs_rights(abi: int) -> int:
     return rights
 
 
-def _landlock_ruleset(abi: int, readable: Sequence[str], writable: Sequence[str]) -> int:
-    """A Landlock ruleset fd (close-on-exec): read ``readable``, read and write ``writable``,
-    nothing else; no TCP and scoped signals/abstract sockets where the ABI has them."""
+def _landlock_ruleset(abi: int, readable: Sequence[str], writable: Sequence[str],
+                      listable: Sequence[str] = ()) -> int:
+    """A Landlock ruleset fd (close-on-exec): read ``readable``, read and write ``writable``, list
+    the folders under ``listable`` (names only), nothing else; no TCP and scoped signals/abstract
+    sockets where the ABI has them."""
     handled = _fs_rights(abi)
     attr = _RulesetAttr(handled, (_NET_BIND_TCP | _NET_CONNECT_TCP) if abi >= 4 else 0,
                         (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0)
@@ -395,7 +401,7 @@ def _landlock_ruleset(abi: int, readable: Sequence[str], writable: Sequence[str]
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
     fd = int(fd)
     try:
-        for paths, access in ((readable, _FS_READ), (writable, handled)):
+        for paths, access in ((readable, _FS_READ), (writable, handled), (listable, _FS_READ_DIR)):
             for path in paths:
                 try:
                     pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -759,6 +765,54 @@ def system_paths() -> list[str]:
     return [host for host, _ in _system_binds()]
 
 
+@functools.lru_cache(maxsize=1)
+def hidden_paths() -> list[str]:
+    """The grader's own packages where a sandbox would see them: an installed (non-editable) full
+    edition puts ``reference/`` (the solutions) and ``grader/`` (the rubric tests in
+    ``grader/_bundle``) in the environment's site-packages, under the interpreter's prefix that
+    every sandbox reads. They are hidden (bwrap: an empty tmpfs over each; Landlock: no read
+    right under them). A checkout or an editable install keeps them outside: nothing to hide."""
+    import grader
+    import reference
+
+    bound = [os.path.realpath(p) for p in system_paths()]
+    out = []
+    for package in (grader, reference):
+        path = os.path.realpath(os.path.dirname(package.__file__ or ""))
+        if any(path.startswith(b.rstrip("/") + "/") for b in bound):
+            out.append(path)
+    return out
+
+
+def _system_paths_around(hidden: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``system_paths()`` without ``hidden`` (for Landlock, whose rules only add rights): a path
+    that holds a hidden one is replaced by its other entries, and it and the folders down to the
+    hidden one stay listable (names only), so the interpreter still finds the packages beside it.
+    Returns (readable, listable)."""
+    if not hidden:
+        return system_paths(), []
+    readable: list[str] = []
+    listable: list[str] = []
+    seen: set[str] = set()
+
+    def walk(path: str) -> None:
+        # a rule follows symlinks (a venv's lib64 -> lib): compare where entries really are
+        path = os.path.realpath(path)
+        if path in hidden or path in seen:
+            return
+        seen.add(path)
+        if not any(h.startswith(path.rstrip("/") + "/") for h in hidden):
+            readable.append(path)
+            return
+        listable.append(path)
+        for entry in sorted(os.listdir(path)):
+            walk(os.path.join(path, entry))
+
+    for path in system_paths():
+        walk(os.path.realpath(path))
+    return readable, listable
+
+
 def spawn(
     argv: list[str],
     *,
@@ -819,6 +873,8 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
             cmd += ["--perms", "0755", "--dir", parent]
         for host, inside in all_binds:
             cmd += ["--ro-bind", host, inside]
+        for hidden in hidden_paths():
+            cmd += ["--tmpfs", hidden]  # an empty folder over the grader's own installed packages
         for host, inside in rw_binds:
             cmd += ["--bind", host, inside]
         cmd += ["--proc", "/proc", "--dev", "/dev"]
@@ -837,9 +893,10 @@ def _spawn(argv: list[str], isolation: Isolation, limits: Limits, binds: Sequenc
         popen_env, run_cwd = dict(env), cwd
         if isolation.landlock:
             devices = [f"/dev/{name}" for name in DEV_NODES]
-            readable = [*system_paths(), "/proc", "/sys", *devices, *(host for host, _ in binds)]
+            system, listable = _system_paths_around(hidden_paths())
+            readable = [*system, "/proc", "/sys", *devices, *(host for host, _ in binds)]
             writable = [*(host for host, _ in rw_binds), "/dev/null"]
-            ruleset = _landlock_ruleset(isolation.landlock, readable, writable)
+            ruleset = _landlock_ruleset(isolation.landlock, readable, writable, listable)
         if isolation.mountns:
             plan = _mount_plan()
             devices = [host for host, _ in [*binds, *rw_binds] if host.startswith("/dev/")]
