@@ -449,9 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from grader.batch import BatchError
-    from reference.config import ConfigError, load
-
     from grader.edition import INSTRUCTOR_COMMANDS, current
+    from reference.config import ConfigError, load
 
     if args.command in INSTRUCTOR_COMMANDS and current() == "student":
         parser.exit(EXIT_USAGE, f"hw4grade {args.command}: this is the student edition (hw4grade-student): it has "

@@ -106,10 +106,10 @@ def publish_help(built: Built, pip_spec: str) -> str:
     if remote:
         url = pip_spec.split("@", 1)[1].strip() if "@" in pip_spec else pip_spec
         lines += ["The student template's workflow installs " + pip_spec + ".",
-                  f"Publish the wheel there, e.g. as a release asset of the course's repository:",
+                  "Publish the wheel there, e.g. as a release asset of the course's repository:",
                   f"    gh release upload <tag> {built.student} --clobber     # so that {url} serves it"]
     else:
         lines += ["The student template's workflow installs " + pip_spec + " from the student's repository:",
-                  f"    cp {built.student} <student repo>/{pip_spec.removeprefix('./')}   # commit it with the template"]
+                  f"    cp {built.student} <student repo>/{pip_spec.removeprefix('./')}   # commit it with the rest"]
     lines += ["Students install it locally with:", f"    python -m pip install {name}   # or its URL"]
     return "\n".join(lines)

@@ -39,10 +39,10 @@ def template_lines(template: dict[str, str]) -> str:
     """The student template's text (notebook cells decoded), lines without whitespace."""
     out = []
     for rel, text in template.items():
+        body = text
         if rel.endswith(".ipynb"):
-            cells = json.loads(text).get("cells", [])
-            text = "\n".join("".join(c.get("source", "")) for c in cells)
-        out += [_norm(line) for line in text.splitlines()]
+            body = "\n".join("".join(c.get("source", "")) for c in json.loads(text).get("cells", []))
+        out += [_norm(line) for line in body.splitlines()]
     return "\n".join(out)
 
 

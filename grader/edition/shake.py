@@ -177,7 +177,7 @@ def shake(sources: dict[str, str], test_prefix: str = "test_") -> Shaken:
     while changed:
         changed = False
         imported: dict[str, set[str]] = {m: set() for m in modules}
-        for file, (_, stmts) in parsed.items():
+        for _, stmts in parsed.values():
             used_here = _used_names(stmts)
             for s in stmts:
                 if s.keep or s.always:

@@ -91,7 +91,7 @@ def wheel_bytes(meta: Metadata, files: dict[str, bytes]) -> bytes:
     """The wheel holding ``files`` (archive name -> content) and its ``.dist-info``."""
     info = f"{meta.dist}-{meta.version}.dist-info"
     entries = dict(files)
-    bad = [n for n in entries if n.startswith("/") or ".." in n.split("/") or n.startswith(info)]
+    bad = [n for n in entries if n.startswith(("/", info)) or ".." in n.split("/")]
     if bad:
         raise ValueError(f"wheel: bad archive names {bad[:3]}")
     entries[f"{info}/METADATA"] = meta.text().encode()

@@ -37,7 +37,7 @@ from rubric_support import as_trajectory, as_vector, fmt, trivial_answer
 import reference.lab1 as ref
 from grader.errors import BadReturn, StudentError, StudentException
 from grader.oracle import call as reference_call  # what public checks need of the reference (grader.oracle)
-from reference.lab1_variants import all_projections, all_trimmed, valid_selections
+from reference.lab1_variants import all_projections, valid_selections
 
 __all__ = [
     "TERM_WEIGHTS",
@@ -705,8 +705,9 @@ def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -
     tie-break), or is one given the student's own soft_threshold (error carried forward).
     ``pass_trim=False`` calls ``trimmed_soft_threshold(W, tau)``: ``trim`` is the default."""
     tol = operator_tolerance(W, tau)
-    selections = reference_call("reference.lab1_variants:valid_selections", np.abs(W), trim, smallest=True, tol=tol)
-    valid = reference_call("reference.lab1_variants:all_trimmed", W, tau, trim, tol=tol)  # one per selection, same order
+    selections = reference_call("reference.lab1_variants:valid_selections", np.abs(W), trim, smallest=True,
+                                tol=tol)
+    valid = reference_call("reference.lab1_variants:all_trimmed", W, tau, trim, tol=tol)  # one per selection
     # what a failure's hint compares with, asked before the student's answer is known: the
     # student edition has only the values the solution's run asked for (grader.oracle)
     readings = _trimmed_readings(W, tau, trim, tol)

@@ -18,8 +18,8 @@ from hypothesis.extra import numpy as hnp
 from rubric_support import refuse_trivial
 
 from grader import refcache
-from grader.oracle import call as reference_call  # the reference: live, or recorded (grader.oracle)
 from grader.errors import BadReturn, StudentError, StudentException
+from grader.oracle import call as reference_call  # the reference: live, or recorded (grader.oracle)
 
 __all__ = [
     "TIE",

@@ -2,9 +2,10 @@
 and, with prune=True, keeps every pruned weight exactly zero; plus the sparsity-check cell.
 
 Inputs are built here, never by the student's other functions (no cascade): the pretrained
-ResNet-20 pruned by ``torch.nn.utils.prune`` (``lab2_support.magnitude_pruned``), a few fixture
-batches in a fixed order, a fresh SGD optimizer with the course's momentum and weight decay. Masking the weights after ``optimizer.step()`` and masking the
-gradients before it are both right, and both give exactly the reference's kept weights.
+ResNet-20 pruned by ``torch.nn.utils.prune`` (``rubric_support.magnitude_pruned``), a few fixture
+batches in a fixed order, a fresh SGD optimizer with the course's momentum and weight decay.
+Masking the weights after ``optimizer.step()`` and masking the gradients before it are both
+right, and both give exactly the reference's kept weights.
 """
 
 import pytest

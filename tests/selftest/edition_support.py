@@ -34,7 +34,7 @@ import json, os, sys, traceback
 from pathlib import Path
 
 samples = json.loads(Path(sys.argv[1]).read_text())
-out, workers = Path(sys.argv[2]), int(sys.argv[3])
+out, workers, isolation = Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 import torch  # imported once, before the children fork
 torch.set_num_threads(1)
 from grader.grade import GradeOptions, grade_submission
@@ -48,7 +48,8 @@ while pending or running:
         if pid == 0:
             code = 1
             try:
-                result = grade_submission(Path(path), sid, GradeOptions(notebooks=False, public_only=True, slot=slot))
+                options = GradeOptions(notebooks=False, public_only=True, slot=slot, isolation=isolation)
+                result = grade_submission(Path(path), sid, options)
                 (out / f"{sid}.json").write_text(result.to_json())
                 code = 0
             except BaseException:
@@ -118,14 +119,15 @@ def run(python: Path, *args: str, cwd: Path, timeout: float = 900, **env: str) -
                           text=True, timeout=timeout, check=False)
 
 
-def check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2) -> dict[str, dict]:
+def check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
+               isolation: str = "auto") -> dict[str, dict]:
     """The installed edition's self-check of every sample: ``{id: SubmissionResult as a dict}``."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "samples.json"
     spec.write_text(json.dumps({k: str(v) for k, v in samples.items()}))
     script = out / "check_many.py"
     script.write_text(CHECK_MANY)
-    proc = run(python, str(script), str(spec), str(out), str(workers), cwd=out, timeout=3600)
+    proc = run(python, str(script), str(spec), str(out), str(workers), isolation, cwd=out, timeout=3600)
     missing = [k for k in samples if not (out / f"{k}.json").is_file()]
     if missing:
         raise AssertionError(f"no result for {missing[:5]} ({len(missing)} in all):\n{proc.stderr[-4000:]}")

@@ -37,6 +37,10 @@ from grader.edition.contents import full_files, student_files
 from grader.edition.wheel import write_wheel
 from reference.config import load
 
+# Minutes: wheels installed into fresh environments, the self-check of every buggy sample, the
+# sample batch for the full grader's verdicts.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
 CFG = load()
 SUBMISSIONS = ROOT / "fixtures" / "submissions"
 CORRECT = SUBMISSIONS / "correct" / "reference"
@@ -235,6 +239,24 @@ def test_installed_full_edition_gives_the_same_public_verdicts_as_the_checkout(f
 
 
 # ----------------------------------------------------------------------------- no answers
+
+
+@pytest.mark.parametrize("isolation", ["bwrap", "rlimit"])
+def test_installed_full_edition_keeps_its_reference_out_of_the_sandbox(full_env, workdir, isolation):
+    """Installed non-editable, the reference solutions and the rubric tests sit in the environment
+    every sandbox reads; a submission importing ``reference.lab1`` (mal_uses_reference) must not
+    get it, at either isolation level."""
+    sample = SUBMISSIONS / "malicious" / "mal_uses_reference"
+    started = time.monotonic()
+    got = check_many(full_env, {"mal": sample}, workdir / f"full-secret-{isolation}", workers=1,
+                     isolation=isolation)["mal"]
+    _timed(f"full edition: hostile import at {isolation}", started)
+    assert isolation in got["isolation"]
+    assert "found=1" not in got["output"], got["output"][-2000:]
+    status, message = public_verdicts(got)["test_lab1e_soft_threshold_on_examples"]
+    assert status == "failed", message
+
+
 
 
 def test_installed_student_edition_holds_no_reference_line_hidden_test_or_tf_key(student_env):
