@@ -11,7 +11,7 @@ installed edition cannot import or read the source tree.
 :data:`CHECK_MANY` is the self-check of many folders in one process: the same call ``hw4grade
 check`` makes (``grade_submission(..., public_only=True)``), one forked child per folder from a
 parent that imported torch once, two at a time (each its own sandbox slot), each result written as
-JSON.
+JSON; a folder may name a pytest ``-k`` expression (the tests of one lab, say).
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from grader.grade import GradeOptions, grade_submission
 pending, running = list(samples.items()), {}
 while pending or running:
     while pending and len(running) < workers:
-        sid, path = pending.pop(0)
+        sid, (path, only) = pending.pop(0)
         slot = min(set(range(workers)) - set(running.values()))
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                options = GradeOptions(notebooks=False, public_only=True, slot=slot, isolation=isolation)
+                options = GradeOptions(notebooks=False, public_only=True, slot=slot, isolation=isolation,
+                                       pytest_args=("-k", only) if only else ())
                 result = grade_submission(Path(path), sid, options)
                 (out / f"{sid}.json").write_text(result.to_json())
                 code = 0
@@ -120,11 +121,12 @@ def run(python: Path, *args: str, cwd: Path, timeout: float = 900, **env: str) -
 
 
 def check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
-               isolation: str = "auto") -> dict[str, dict]:
-    """The installed edition's self-check of every sample: ``{id: SubmissionResult as a dict}``."""
+               isolation: str = "auto", only: dict[str, str] | None = None) -> dict[str, dict]:
+    """The installed edition's self-check of every sample: ``{id: SubmissionResult as a dict}``;
+    ``only[id]``, where given, is a ``-k`` expression choosing the tests."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "samples.json"
-    spec.write_text(json.dumps({k: str(v) for k, v in samples.items()}))
+    spec.write_text(json.dumps({k: [str(v), (only or {}).get(k)] for k, v in samples.items()}))
     script = out / "check_many.py"
     script.write_text(CHECK_MANY)
     proc = run(python, str(script), str(spec), str(out), str(workers), isolation, cwd=out, timeout=3600)
