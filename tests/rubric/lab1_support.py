@@ -62,6 +62,7 @@ __all__ = [
     "own_values",
     "require_finite",
     "runner_data",
+    "soft_references",
     "step_tolerance",
 ]
 
@@ -519,19 +520,30 @@ def own_soft(submission, V_rows: np.ndarray, tau: float, layout: str) -> np.ndar
         NotCarried: it cannot be evaluated, returns a trivial answer (zeros, V itself, a
             constant) where soft-thresholding does not, or ignores tau.
     """
-    at = V_rows[int(np.argmax(np.abs(V_rows).sum(axis=1)))]
-    other = 2.0 * tau + 0.5
+    right, at, other, right_at, right_other = soft_references(V_rows, tau)
     calls = [[V, float(tau)] for V in V_rows] + [[at, other]]
     values = own_values(submission, "soft_threshold", calls, V_rows.shape[1],
                         columns=(0,) if layout == "column" else ())
     SV, moved = values[:-1], values[-1]
-    kind = trivial_answer(SV, [V_rows], ref.soft_threshold(V_rows, tau), operator_tolerance(V_rows, tau))
+    kind = trivial_answer(SV, [V_rows], right, operator_tolerance(V_rows, tau))
     if kind is not None:
         raise NotCarried(f"your soft_threshold returned {kind}")
     base = SV[int(np.argmax(np.abs(V_rows).sum(axis=1)))]
-    if _ignores(base, moved, ref.soft_threshold(at, tau), ref.soft_threshold(at, other)):
+    if _ignores(base, moved, right_at, right_other):
         raise NotCarried("your soft_threshold does not change with the threshold")
     return SV
+
+
+def soft_references(V_rows: np.ndarray, tau: float) -> tuple:
+    """What :func:`own_soft` compares the student's soft_threshold with: (S_tau of every row, the
+    row ``at`` it asks once more, the ``other`` threshold it asks there, S_tau(at), S_other(at)).
+    A public test asks for these before calling the student (``grader.oracle``: the student
+    edition has only what the solution's run asked for)."""
+    at = V_rows[int(np.argmax(np.abs(V_rows).sum(axis=1)))]
+    other = 2.0 * tau + 0.5
+    return (reference_call("reference.lab1:soft_threshold", V_rows, tau), at, other,
+            reference_call("reference.lab1:soft_threshold", at, tau),
+            reference_call("reference.lab1:soft_threshold", at, other))
 
 
 # ----------------------------------------------------------------------------- runners
@@ -711,6 +723,7 @@ def check_trimmed(submission, W, tau, trim, what: str, pass_trim: bool = True) -
     # what a failure's hint compares with, asked before the student's answer is known: the
     # student edition has only the values the solution's run asked for (grader.oracle)
     readings = _trimmed_readings(W, tau, trim, tol)
+    soft_references(W.reshape(1, -1), tau)  # what carrying the student's soft_threshold forward needs
 
     def check(value, layout):
         got = as_vector(value, W.size, what)
