@@ -150,19 +150,22 @@ def test_each_edition_runs_from_its_own_installed_files(edition, request, workdi
     assert Path(rubric).is_dir() and which == edition
 
 
-def test_pip_install_of_the_checkout_builds_the_full_edition(workdir):
-    """``pip wheel .`` goes through the project's own backend and gives the full edition's files."""
-    started = time.monotonic()
-    out = workdir / "pip-wheel"
-    proc = run(Path(sys.executable), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out),
-               str(ROOT), cwd=workdir)
-    _timed("pip wheel .", started)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+@pytest.mark.parametrize("edition", ["full", "student"])
+def test_pip_wheel_of_the_checkout_builds_each_edition(edition, workdir):
+    """``pip wheel .`` goes through the project's own backend and gives the full edition's files;
+    ``--config-settings edition=student`` the student edition's."""
     import zipfile
 
-    names = set(zipfile.ZipFile(next(out.glob("hw4grade-*.whl"))).namelist())
-    assert set(full_files(ROOT)) <= names
-    assert "grader/_bundle/tests/rubric/test_tf.py" in names and "reference/lab1.py" in names
+    started = time.monotonic()
+    out = workdir / f"pip-wheel-{edition}"
+    proc = run(Path(sys.executable), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out),
+               "--config-settings", f"edition={edition}", str(ROOT), cwd=workdir)
+    _timed(f"pip wheel . ({edition})", started)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    names = set(zipfile.ZipFile(next(out.glob("hw4grade*.whl"))).namelist())
+    want = full_files(ROOT) if edition == "full" else student_files(ROOT, CFG.path)
+    assert set(want) <= names
+    assert ("reference/lab1.py" in names) == (edition == "full")
 
 
 # ----------------------------------------------------------------------------- judging
@@ -188,8 +191,8 @@ def _public_test_count() -> int:
 
 
 def test_installed_full_edition_checks_and_grades_the_correct_sample(full_env, workdir):
-    """The full edition installed non-editable: ``check`` passes every public test and ``grade``
-    gives the solution its expected points (function tests)."""
+    """The full edition installed non-editable: ``check`` passes every public test, ``grade``
+    gives the solution its expected points (function tests) and ``gradescope`` bundles it."""
     sample = _copy(CORRECT, workdir / "subs" / "alice")
     started = time.monotonic()
     proc = run(full_env.parent / "hw4grade", "check", str(sample), cwd=workdir)
@@ -198,6 +201,14 @@ def test_installed_full_edition_checks_and_grades_the_correct_sample(full_env, w
                "--no-notebooks", "--workers", "1", "--quiet", cwd=workdir)
     _timed("full edition: check + grade correct", started)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    bundle = workdir / "autograder.zip"
+    proc = run(full_env.parent / "hw4grade", "gradescope", "--out", str(bundle), cwd=workdir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    import zipfile
+
+    names = set(zipfile.ZipFile(bundle).namelist())
+    assert {"reference/lab1.py", "tests/rubric/test_tf.py", "pyproject.toml", "setup.sh"} <= names
+    assert not any("_bundle" in n for n in names)
     results = json.loads((workdir / "graded" / "alice" / "results.json").read_text())
     want = json.loads((CORRECT / "expected.json").read_text())["points_no_notebooks"]
     by_item: dict[str, float] = {}
