@@ -66,7 +66,7 @@ def _const(call: ast.Call, key: str, default: object) -> object:
     return default
 
 
-def _markers(fn: ast.FunctionDef, where: str) -> list[dict]:
+def _markers(fn: ast.FunctionDef | ast.AsyncFunctionDef, where: str) -> list[dict]:
     calls = [c for d in fn.decorator_list for c in _rubric_calls(d)]
     if not calls:
         raise ShakeError(f"{where}: no @rubric marker found in its decorators, so its visibility is unknown")
@@ -124,7 +124,7 @@ def _uses(node: ast.stmt) -> set[str]:
 
 def _statements(source: str, tree: ast.Module) -> list[_Stmt]:
     lines = source.splitlines()
-    out = []
+    out: list[_Stmt] = []
     for i, node in enumerate(tree.body):
         start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
         prev_end = out[-1].end if out else 0
@@ -254,6 +254,8 @@ def _import_line(node: ast.Import | ast.ImportFrom, used: set[str]) -> list[str]
 def _check_imports(file: str, text: str) -> None:
     for node in ast.walk(ast.parse(text)):
         bad = None
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         if isinstance(node, ast.Import):
             bad = next((a.name for a in node.names if a.name in FORBIDDEN or
                         any(a.name.startswith(m + ".") for m in FORBIDDEN)), None)
