@@ -1,7 +1,10 @@
 """Extract the definitions of a notebook or module without running anything.
 
-A code cell is parsed (IPython magics and shell lines are blanked first); of its top-level
-statements only these are kept:
+A code cell is first turned into Python as IPython itself does it (``ipython_to_python``: IPython's
+own input transformer, so ``%magic``, ``!shell``, ``x = !cmd`` and ``obj?`` become calls, while a
+line that starts with ``%`` inside an open bracket -- the course's ``print("..."`` /
+``% (steps, ...))`` -- stays the Python it is), with every line kept where it was. Then it is
+parsed; of its top-level statements only these are kept:
 
 * ``import`` / ``from ... import`` (and ``try:`` blocks made only of imports),
 * ``def`` / ``async def`` / ``class`` (with their decorators),
@@ -9,7 +12,8 @@ statements only these are kept:
   arithmetic, comparisons, ``x if c else y``, and calls of a few pure constructors
   (``np.array``, ``torch.tensor``, ``torch.device``, ``torch.cuda.is_available``, ...).
 
-Everything else (training loops, ``net = ResNetCIFAR()``, ``torch.load``, plotting) is dropped:
+Everything else (training loops, ``net = ResNetCIFAR()``, ``torch.load``, plotting, the calls the
+magics became) is dropped:
 its lines are replaced by blank lines, so line numbers in the kept source still match the
 student's cell and tracebacks point at the right line. Cells that do not parse are reported and
 skipped; the other cells still load.
@@ -23,6 +27,7 @@ too deeply for the parser, or source too deeply nested for ``ast``, is reported,
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -37,11 +42,12 @@ __all__ = [
     "Extracted",
     "extract_file",
     "extract_source",
+    "ipython_to_python",
+    "is_blank",
 ]
 
 MAX_NOTEBOOK_BYTES = 32 << 20
 MAX_SOURCE_BYTES = 2 << 20
-_MAGIC = re.compile(r"^\s*[%!]")
 _CELL_MAGIC = re.compile(r"^\s*%%(\w+)")
 #: cell magics whose body is Python (the magic line is blanked, the body extracted as usual)
 PYTHON_CELL_MAGICS = {"time", "timeit", "capture", "prun", "debug"}
@@ -67,6 +73,7 @@ class Definition:
     label: str  # "cell 7" or "line 12"
     line: int
     fingerprint: str  # ast.dump of the definition: equal iff the code is the same
+    blank: bool = False  # still a hand-out's blank (see ``is_blank``)
 
 
 @dataclass
@@ -133,23 +140,77 @@ def _extract_notebook(name: str, text: str) -> Extracted:
             source = "".join(s for s in source if isinstance(s, str))
         if not isinstance(source, str):
             continue
-        _add_cell(out, f"cell {index + 1}", source)
+        _add_cell(out, f"cell {index + 1}", source, ipython=True)
     return out
 
 
-def _add_cell(out: Extracted, label: str, source: str) -> None:
+def ipython_to_python(source: str) -> str:
+    """The Python an IPython kernel runs for ``source`` (one cell), line for line.
+
+    IPython's own transformer (``IPython.core.inputtransformer2``) decides what is IPython syntax:
+    a ``%``/``!``/``?`` escape only at the start of a logical line, never inside an open bracket.
+    Magics become ``get_ipython().run_line_magic(...)``, shell lines ``get_ipython().system(...)``.
+    Unlike IPython, leading blank lines are kept and a magic continued over several lines with
+    ``\\`` leaves blank lines behind it, so line N of the result is line N of the cell. A cell
+    magic (``%%time``) is left as it is: callers decide what its body is (see ``_add_cell``).
+    A source IPython cannot transform is returned unchanged (it then fails to parse, and says so).
+    """
+    try:
+        return _line_keeping_transformer().transform_cell(source)
+    except Exception:  # any failure of the transformer: the parser then reports the cell
+        return source
+
+
+@functools.cache
+def _line_keeping_transformer():
+    from IPython.core.inputtransformer2 import TransformerManager, leading_empty_lines
+
+    class LineKeeping(TransformerManager):
+        """IPython's transformer without the steps that move lines."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.cleanup_transforms = [t for t in self.cleanup_transforms if t is not leading_empty_lines]
+            self.line_transforms = []  # cell magics: see _add_cell
+
+        def do_one_token_transform(self, lines):
+            from IPython.core.inputtransformer2 import TokenTransformBase, make_tokens_by_line
+
+            tokens = make_tokens_by_line(lines)
+            found = [t for cls in self.token_transformers if (t := cls.find(tokens))]
+            for transformer in sorted(found, key=TokenTransformBase.sortby):
+                try:
+                    new = transformer.transform(lines)
+                except SyntaxError:
+                    continue
+                # a magic continued with backslashes became one line: keep the lines after it in place
+                lost = len(lines) - len(new)
+                at = transformer.start_line + 1
+                return True, new[:at] + ["\n"] * max(lost, 0) + new[at:]
+            return False, lines
+
+    return LineKeeping()
+
+
+def _add_cell(out: Extracted, label: str, source: str, ipython: bool = False) -> None:
+    """Extract one cell (``ipython``: a notebook cell, IPython syntax allowed) or module (read
+    as IPython would only when it is not Python)."""
     if len(source) > MAX_SOURCE_BYTES:
         out.cells.append(Cell(label, "", error=f"{len(source)} characters: larger than the "
                                                  f"{MAX_SOURCE_BYTES >> 20} MB limit of one cell; skipped"))
         return
+    if not ipython:
+        # A module is Python; one that is not (a notebook exported with its magics, `!pip` lines
+        # pasted from Colab) is read the way IPython would read it.
+        ipython = not _parses(source)
     first = next((line for line in source.splitlines() if line.strip()), "")
-    magic = _CELL_MAGIC.match(first)
+    magic = _CELL_MAGIC.match(first) if ipython else None
     if magic and magic.group(1) not in PYTHON_CELL_MAGICS:
         out.skipped.append(f"{label}: a %%{magic.group(1)} cell (not Python)")
         return
-    lines = source.splitlines()
-    # Magics and shell escapes are IPython syntax, not Python: blank them before parsing.
-    lines = ["" if _MAGIC.match(line) else line for line in lines]
+    if magic:  # a Python cell magic (%%time): its body is the cell
+        source = source.replace(magic.group(0), "", 1)
+    lines = (ipython_to_python(source) if ipython else source).splitlines()
     text = "\n".join(lines)
     try:
         tree = ast.parse(text)
@@ -171,14 +232,62 @@ def _add_cell(out: Extracted, label: str, source: str) -> None:
             keep[i] = True
         for name in _defined_names(node):
             line = f"{label}, line {node.lineno}" if label != "module" else f"line {node.lineno}"
-            out.definitions.append(Definition(name, kind, line, node.lineno, _fingerprint(node)))
+            out.definitions.append(Definition(name, kind, line, node.lineno, _fingerprint(node),
+                                              is_blank(node)))
     kept = "\n".join(line if keep[i + 1] else "" for i, line in enumerate(lines))
     if kept.strip():
         out.cells.append(Cell(label, kept + "\n"))
 
 
+def is_blank(node: ast.stmt) -> bool:
+    """Is this ``def``/``class`` still the hand-out's blank, not the student's answer?
+
+    A function is blank when its body (docstring and comments aside) is only placeholders
+    (``pass``, ``...``), when it starts with ``raise NotImplementedError``, or when it still
+    assigns or returns the course's ``...`` blanks (``alpha = ...``, ``weight_mask[name] = ...``;
+    ``w[..., 0]`` is an index, not a blank). A class is blank when one of its methods is.
+    """
+    if isinstance(node, ast.ClassDef):
+        return any(is_blank(n) for n in node.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef))
+    if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        return False
+    body = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+    body = [s for s in body if not isinstance(s, ast.Pass)]
+    if not body or _raises_not_implemented(body[0]):
+        return True
+    for sub in ast.walk(node):
+        value = getattr(sub, "value", None) if isinstance(sub, ast.Assign | ast.AugAssign | ast.AnnAssign
+                                                          | ast.Return) else None
+        if isinstance(value, ast.Constant) and value.value is Ellipsis:
+            return True
+    return False
+
+
+def _raises_not_implemented(stmt: ast.stmt) -> bool:
+    if not isinstance(stmt, ast.Raise) or stmt.exc is None:
+        return False
+    exc = stmt.exc.func if isinstance(stmt.exc, ast.Call) else stmt.exc
+    return isinstance(exc, ast.Name) and exc.id == "NotImplementedError"
+
+
+def _parses(source: str) -> bool:
+    try:
+        ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return True
+
+
+#: modules that exist only on another machine and define nothing a test calls: their imports are
+#: dropped (a Colab hand-in's ``from google.colab import drive``; notebook runs stub them instead)
+MACHINE_MODULES = ("google.colab",)
+
+
 def _kept_kind(node: ast.stmt) -> str | None:
     if isinstance(node, ast.Import | ast.ImportFrom):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+        if any(n == m or n.startswith(m + ".") for n in names for m in MACHINE_MODULES):
+            return None
         return "import"
     if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
         return "function"

@@ -54,6 +54,35 @@ def test_magics_and_shell_lines_are_not_python_and_are_blanked():
     assert ex.errors == [] and [d.name for d in ex.definitions] == ["f"]
 
 
+# The course's finetune_after_prune ends with a progress line continued on a line that starts with
+# "%" (inside the open parenthesis of print): Python, not a magic. Issue 11: a line regex blanked
+# it, the cell no longer parsed and lab2.c lost every function point for a correct answer.
+_COURSE_PRINT = (
+    "def finetune_after_prune(net, trainloader, criterion, optimizer, prune=True):\n"
+    "    global_steps, start = 50, 0.0\n"
+    "    if global_steps % 50 == 0:\n"
+    '        print("[Step=%d]\\tLoss=%.4f"\n'
+    "             % (global_steps, 0.5))\n"
+)
+
+
+def test_a_percent_on_a_continuation_line_is_python_not_a_magic(tmp_path):
+    ex = extract_file(_notebook(tmp_path / "hw4.ipynb", [_COURSE_PRINT]))
+    assert ex.errors == [] and [d.name for d in ex.definitions] == ["finetune_after_prune"]
+    assert "% (global_steps, 0.5))" in _kept(ex)
+
+
+def test_magics_are_read_as_ipython_reads_them_and_lines_stay_in_place(tmp_path):
+    """IPython's own transformer: a shell line inside a loop, a magic continued with a backslash
+    and leading blank lines all leave every later line where the student wrote it."""
+    cell = ("\n\n%matplotlib inline\nfor i in range(2):\n    !nvidia-smi\n%ls \\\n   -l\nfiles = !ls\n"
+            "def f():\n    return 1\n")
+    ex = extract_file(_notebook(tmp_path / "n.ipynb", [cell]))
+    assert ex.errors == []
+    (f,) = [d for d in ex.definitions if d.name == "f"]
+    assert f.line == 9 and _kept(ex).splitlines()[8] == "def f():"
+
+
 @pytest.mark.parametrize("magic", ["bash", "writefile FP_layers.py", "html", "script python3"])
 def test_cells_under_a_non_python_cell_magic_are_skipped_whole(tmp_path, magic):
     """%%bash (and friends) hold no definitions: the cell is skipped, not reported as a syntax error."""
@@ -152,3 +181,11 @@ def test_same_code_gives_the_same_fingerprint_and_different_code_a_different_one
     b = extract_source("b.py", "\n\ndef f(x):\n    return x + 1  # same\n").definitions[0]
     c = extract_source("c.py", "def f(x):\n    return x + 2\n").definitions[0]
     assert a.fingerprint == b.fingerprint != c.fingerprint
+
+
+def test_a_colab_drive_import_is_not_loaded(tmp_path):
+    """`from google.colab import drive` exists only on Colab and defines nothing a test calls."""
+    nb = _notebook(tmp_path / "n.ipynb", ["from google.colab import drive\ndrive.mount('/content/drive')\n"
+                                          "import numpy as np\ndef f():\n    return np.pi\n"])
+    kept = _kept(extract_file(nb))
+    assert "google" not in kept and "import numpy as np" in kept and "def f():" in kept
