@@ -3,21 +3,29 @@
 Real hand-ins name their files freely (``HW4_Lab2_and_3.ipynb``, ``lab1_<name>.ipynb``,
 ``hw4q1.ipynb``, a notebook that redefines ``STE`` inline). Every ``.py`` and ``.ipynb`` of the
 submission is scanned (without running it, see ``extract``); each required name is taken from the
-file that defines it, and the report says where. A name defined in several files with different
-code is graded from the preferred file (``FP_layers.py`` for Lab 3, the Lab 1 file for Lab 1, the
-Lab 2/3 notebook for Lab 2) and reported.
+file that defines it, and the report says where.
+
+Students keep the unfilled hand-out next to their answer (``hw4_raw.ipynb``, ``hw4_orig.ipynb``,
+``FP_layers_template.py``). A definition that is still a blank -- placeholders only, ``...``
+blanks, a leading ``raise NotImplementedError`` (``extract.is_blank``: the course's template), or
+the very code of our own template (``student_template/``) -- loses to a filled one in any other
+file; the report names the file graded and the template copies ignored. Among filled
+definitions, a name defined in several files with different code is graded from the preferred
+file (``FP_layers.py`` for Lab 3, the Lab 1 file for Lab 1, the Lab 2/3 notebook for Lab 2) and
+reported.
 
 The given files ``resnet20.py`` and ``train_util.py`` are never taken from a submission.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grader.extract import Extracted, ExtractError, extract_file
+from grader.extract import Definition, Extracted, ExtractError, extract_file
 
 __all__ = [
     "GIVEN_FILES",
@@ -39,6 +47,7 @@ REQUIRED: dict[str, str] = {
     **{n: "lab3" for n in ("STE", "FP_Linear", "FP_Conv")},
 }
 GIVEN_FILES = {"resnet20.py", "train_util.py"}
+TEMPLATE = Path(__file__).resolve().parent.parent / "student_template"
 IGNORED_DIRS = {"__MACOSX", ".ipynb_checkpoints", "__pycache__", ".git", ".github", "data", "figures"}
 MAX_FILES = 200  # source files read per submission
 MAX_ENTRIES = 20_000  # directory entries scanned per submission (a folder of a million files)
@@ -62,6 +71,7 @@ class Discovery:
     files: dict[str, Extracted] = field(default_factory=dict)
     found: dict[str, Location] = field(default_factory=dict)
     duplicates: dict[str, list[Location]] = field(default_factory=dict)  # defined differently
+    blanks: dict[str, list[Location]] = field(default_factory=dict)  # unfilled copies not graded
     problems: list[str] = field(default_factory=list)  # unreadable files, cells that do not parse
     ignored: list[str] = field(default_factory=list)
 
@@ -79,6 +89,9 @@ class Discovery:
         lines += [f"{name}: not found in any file" for name in self.missing]
         for name, locs in self.duplicates.items():
             lines.append(f"{name}: defined differently in {', '.join(map(str, locs))}; graded {self.found[name]}")
+        for name, locs in self.blanks.items():
+            lines.append(f"{name}: graded {self.found[name]}; ignored the unfilled template copy in "
+                         f"{', '.join(map(str, locs))}")
         return lines
 
 
@@ -148,21 +161,62 @@ def discover(root: Path) -> Discovery:
 
 
 def _resolve(disc: Discovery) -> None:
+    ours = _our_template()
     for name, part in REQUIRED.items():
         defs = [(file, d) for file, ex in disc.files.items() for d in ex.definitions
                 if d.name == name and d.kind in ("function", "class")]
         if not defs:
             continue
         # Within one file the last definition wins (as when the notebook runs top to bottom).
-        per_file: dict[str, object] = {}
+        per_file: dict[str, Definition] = {}
         for file, d in defs:
             per_file[file] = d
-        ranked = sorted(per_file.items(), key=lambda fd: _preference(fd[0], part))
+
+        def blank(d: Definition, name: str = name) -> bool:
+            return d.blank or (name, d.fingerprint) in ours
+
+        # A filled definition anywhere beats a template copy; then the preferred file.
+        ranked = sorted(per_file.items(), key=lambda fd: (blank(fd[1]), _preference(fd[0], part)))
         best_file, best = ranked[0]
-        disc.found[name] = Location(best_file, best.label)  # type: ignore[attr-defined]
-        prints = {d.fingerprint for d in per_file.values()}  # type: ignore[attr-defined]
-        if len(prints) > 1:
-            disc.duplicates[name] = [Location(f, d.label) for f, d in ranked]  # type: ignore[attr-defined]
+        disc.found[name] = Location(best_file, best.label)
+        filled = [(f, d) for f, d in ranked if not blank(d)]
+        if filled:
+            ignored = [Location(f, d.label) for f, d in ranked if blank(d)]
+            if ignored:
+                disc.blanks[name] = ignored
+        if len({d.fingerprint for _, d in filled}) > 1:
+            disc.duplicates[name] = [Location(f, d.label) for f, d in filled]
+    _quiet_template_copies(disc, ours)
+
+
+def _quiet_template_copies(disc: Discovery, ours: frozenset) -> None:
+    """A file whose every required definition is an ignored blank is a kept copy of the hand-out:
+    one line says so, instead of its cells that do not parse (the course's own template has one)."""
+    ignored = {loc.file for locs in disc.blanks.values() for loc in locs}
+    for file in sorted(ignored):
+        defs = [d for d in disc.files[file].definitions if d.name in REQUIRED]
+        if not all(d.blank or (d.name, d.fingerprint) in ours for d in defs):
+            continue
+        prefix = f"{file}, "
+        disc.problems[:] = [p for p in disc.problems if not p.startswith(prefix)]
+        disc.ignored.append(f"{file}: an unfilled copy of the hand-out (its functions are still "
+                            "blanks); graded the filled ones")
+
+
+@functools.cache
+def _our_template() -> frozenset[tuple[str, str]]:
+    """(name, fingerprint) of the required definitions in our own template (student_template/)."""
+    out = set()
+    for rel in ("hw4.ipynb", "FP_layers.py", "lab1.ipynb"):
+        path = TEMPLATE / rel
+        if not path.is_file():  # an installation without the template: the blank rules still hold
+            continue
+        try:
+            ex = extract_file(path)
+        except ExtractError:
+            continue
+        out |= {(d.name, d.fingerprint) for d in ex.definitions if d.name in REQUIRED}
+    return frozenset(out)
 
 
 def _preference(file: str, part: str) -> tuple[int, str]:

@@ -91,3 +91,71 @@ def test_special_files_are_not_read(tmp_path):
     os.mkfifo(tmp_path / "pipe.py")  # reading a FIFO would block the grader forever
     (tmp_path / "fine.py").write_text("def loss(W, X, y):\n    return 0\n")
     assert list(discover(tmp_path).files) == ["fine.py"]
+
+
+# ----------------------------------------------------------------------------- template copies
+
+_FILLED_PRUNE = ("def prune_by_percentage(layer, q=70.0):\n"
+                 "    w = layer.weight.data\n"
+                 "    t = np.percentile(w.abs().cpu().numpy(), q)\n"
+                 "    layer.weight.data = w * (w.abs() >= t)\n")
+# the course's unfilled cell: comments and `pass`
+_BLANK_PRUNE = ("def prune_by_percentage(layer, q=70.0):\n"
+                '    """Pruning the weight paramters by threshold."""\n'
+                "    # Convert the weight of \"layer\" to numpy array\n\n    pass\n")
+_BLANK_STE = ("class STE(torch.autograd.Function):\n    @staticmethod\n    def forward(ctx, w, bit):\n"
+              "        if bit is None:\n            wq = w\n        else:\n            alpha = ...\n"
+              "            wq = ...\n        return wq\n")
+
+
+def test_a_template_copy_beside_the_answer_is_ignored_and_the_report_says_so(tmp_path):
+    """Issue 11: a student kept the unfilled hand-out (hw4_raw.ipynb, FP_layers_template.py) next to
+    the answer in submit/; the answer is graded, wherever the files sort."""
+    _nb(tmp_path / "hw4_raw.ipynb", _BLANK_PRUNE)
+    (tmp_path / "FP_layers_template.py").write_text(_BLANK_STE)
+    (tmp_path / "submit").mkdir()
+    _nb(tmp_path / "submit" / "HW4_Lab2_and_3.ipynb", _FILLED_PRUNE)
+    (tmp_path / "submit" / "layers.py").write_text(_BLANK_STE.replace("alpha = ...", "alpha = w.max() - w.min()")
+                                                   .replace("wq = ...", "wq = w * alpha"))
+    found = discover(tmp_path)
+    assert found.found["prune_by_percentage"].file == "submit/HW4_Lab2_and_3.ipynb"
+    assert found.found["STE"].file == "submit/layers.py"
+    assert "prune_by_percentage" not in found.duplicates and "STE" not in found.duplicates
+    summary = "\n".join(found.summary())
+    assert ("prune_by_percentage: graded submit/HW4_Lab2_and_3.ipynb (cell 1, line 1); ignored the unfilled "
+            "template copy in hw4_raw.ipynb (cell 1, line 1)") in summary
+    assert "ignored the unfilled template copy in FP_layers_template.py" in summary
+
+
+def test_a_copy_of_our_own_template_loses_to_the_answer(tmp_path, repo_root):
+    """Our template's blanks (raise NotImplementedError, also nested) are a template copy too."""
+    (tmp_path / "FP_layers.py").write_bytes((repo_root / "student_template" / "FP_layers.py").read_bytes())
+    filled = (repo_root / "fixtures" / "submissions" / "correct" / "reference" / "FP_layers.py").read_text()
+    (tmp_path / "FP_layers_solution.py").write_text(filled)
+    found = discover(tmp_path)
+    assert found.found["STE"].file == "FP_layers_solution.py"
+    assert [loc.file for loc in found.blanks["STE"]] == ["FP_layers.py"]
+
+
+def test_a_template_copy_alone_is_still_graded(tmp_path):
+    """With no filled copy anywhere the blank is what there is: it is graded (and earns nothing)."""
+    _nb(tmp_path / "hw4.ipynb", _BLANK_PRUNE)
+    found = discover(tmp_path)
+    assert found.found["prune_by_percentage"].file == "hw4.ipynb" and found.blanks == {}
+
+
+def test_blanks_are_told_from_answers_by_their_placeholders():
+    import ast
+
+    from grader.extract import is_blank
+
+    def blank(src: str) -> bool:
+        return is_blank(ast.parse(src).body[0])
+
+    assert blank(_BLANK_PRUNE) and blank(_BLANK_STE)
+    assert blank("def f(x):\n    raise NotImplementedError('your code here')\n")
+    assert blank("def f(net):\n    for n in net:\n        mask[n] = ...\n    return mask\n")
+    assert not blank(_FILLED_PRUNE)
+    assert not blank("def f(w):\n    return w[..., 0]\n")  # an index, not a blank
+    assert not blank("def f(w, bit):\n    if bit < 2:\n        raise NotImplementedError('bit < 2')\n"
+                     "    return w * bit\n")
