@@ -12,6 +12,7 @@ dataclasses. Nothing else in the code base holds a term parameter: a new term is
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import tomllib
@@ -93,6 +94,9 @@ class Lab2Config:
     lr: float
     reg: float
     checkpoints: dict[str, str]
+    #: steps the global iterative loop may use: the term's, and the one the course's given
+    #: global cell says when that differs (2023F: ``q=(epoch+1)*8`` in a 70 % term)
+    global_iterative_steps: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,13 @@ class Lab3Config:
     symmetric_bits: tuple[int, ...]
     finetune_epochs: int
     checkpoint: str
+    #: the STE must keep pruned weights at 0 (older terms: the mask was an optional bonus)
+    zero_mask_required: bool = True
+
+    @property
+    def symmetric(self) -> bool:
+        """The term has Lab 3 (e), symmetric quantization (older terms' STE had no ``symmetric``)."""
+        return bool(self.symmetric_bits)
 
 
 @dataclass(frozen=True)
@@ -113,6 +124,10 @@ class DataConfig:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     full_scale: dict[str, tuple[float, float]]
+    #: fast mode: a training epoch on the fixture sees at most this many batches of at most
+    #: ``fast_batch_size`` images (0: no cap)
+    fast_batches_per_epoch: int = 0
+    fast_batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -167,6 +182,8 @@ class Config:
     rubric: dict[str, RubricItem] = field(repr=False)
     #: the T/F questions in order; the student edition's config has these and no ``tf_key``
     tf_questions: tuple[str, ...] = ()
+    #: the files this config was read from: ``path``, then the ones it extends
+    sources: tuple[Path, ...] = ()
 
     @property
     def total_points(self) -> float:
@@ -192,13 +209,39 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(path: Path) -> Config:
+    sources: list[Path] = []
+    cfg = _parse(path, _read(path, (), sources))
+    return dataclasses.replace(cfg, sources=tuple(sources))
+
+
+def _read(path: Path, seen: tuple[Path, ...], sources: list[Path]) -> dict[str, Any]:
+    """The TOML of ``path``, on top of the file its ``[term] extends`` names (a path relative to
+    ``path``): tables are merged key by key, so a term file holds only what differs."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: assignment config not found") from None
+        where = f" (extended by {seen[-1]})" if seen else ""
+        raise ConfigError(f"{path}: assignment config not found{where}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    return _parse(path, raw)
+    sources.append(path)
+    base = raw.get("term", {}).pop("extends", None) if isinstance(raw.get("term"), dict) else None
+    if base is None:
+        return raw
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: [term] extends must be a path, got {base!r}")
+    parent = (path.parent / base).resolve()
+    if parent in (*seen, path):
+        raise ConfigError(f"{path}: [term] extends {base} leads back to itself")
+    return _merge(_read(parent, (*seen, path), sources), raw)
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        both_tables = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both_tables else value
+    return out
 
 
 def _parse(path: Path, raw: dict[str, Any]) -> Config:
@@ -232,6 +275,8 @@ def _parse(path: Path, raw: dict[str, Any]) -> Config:
         lr=float(get("lab2", "lr")),
         reg=float(get("lab2", "reg")),
         checkpoints=dict(get("lab2", "checkpoints")),
+        global_iterative_steps=tuple(float(v) for v in get.optional(
+            ("lab2", "global_iterative_steps"), [get("lab2", "iterative_step")])),
     )
     if not 0.0 <= lab2.q <= 100.0:
         raise ConfigError(f"{path}: [lab2] q = {lab2.q} is a percent and must lie in [0, 100]")
@@ -242,6 +287,7 @@ def _parse(path: Path, raw: dict[str, Any]) -> Config:
         symmetric_bits=tuple(int(b) for b in get("lab3", "symmetric_bits")),
         finetune_epochs=int(get("lab3", "finetune_epochs")),
         checkpoint=str(get("lab3", "checkpoint")),
+        zero_mask_required=bool(get.optional(("lab3", "zero_mask_required"), True)),
     )
     full_scale = {k: (float(v[0]), float(v[1])) for k, v in get("data", "full_scale").items()}
     data = DataConfig(
@@ -251,6 +297,8 @@ def _parse(path: Path, raw: dict[str, Any]) -> Config:
         mean=tuple(float(v) for v in get("data", "mean")),  # type: ignore[arg-type]
         std=tuple(float(v) for v in get("data", "std")),  # type: ignore[arg-type]
         full_scale=full_scale,
+        fast_batches_per_epoch=int(get.optional(("data", "fast_batches_per_epoch"), 0)),
+        fast_batch_size=int(get.optional(("data", "fast_batch_size"), 0)),
     )
     grading = GradingConfig(**{k: _grading_value(path, k, get("grading", k))
                                for k in GradingConfig.__dataclass_fields__})
@@ -329,3 +377,11 @@ class _Getter:
                 raise ConfigError(f"{self.path}: missing key {'.'.join(keys)} (looked in {where})")
             node = node[key]
         return node
+
+    def optional(self, keys: tuple[str, ...], default: Any) -> Any:
+        """``keys``' value, or ``default`` when the file does not set it (keys added after the
+        first terms were written)."""
+        try:
+            return self(*keys)
+        except ConfigError:
+            return default

@@ -80,3 +80,46 @@ def test_bad_environment_override_is_reported(tmp_path, monkeypatch):
     monkeypatch.setenv("HW4_GRADING_MEMORY_MB", "lots")
     with pytest.raises(ConfigError, match="HW4_GRADING_MEMORY_MB"):
         config.load(_write(tmp_path, _default_text()))
+
+
+# ----------------------------------------------------------------------------- terms (issue 11)
+
+TERMS = config.REPO_ROOT / "reference" / "terms"
+
+
+@pytest.mark.parametrize("term, target, step, symmetric", [
+    ("2021F", 80.0, 8.0, False), ("2022F", 80.0, 8.0, False), ("2023F", 70.0, 7.0, True),
+    ("2024F", 70.0, 7.0, True), ("2025S", 80.0, 8.0, True),
+])
+def test_every_term_of_the_course_has_a_config(term, target, step, symmetric):
+    """The terms table of the course: target, iterative step, whether the STE has `symmetric`."""
+    cfg = config.load(TERMS / f"{term}.toml")
+    assert cfg.term == term and cfg.total_points == 100
+    assert (cfg.lab2.q, cfg.lab2.iterative_step, cfg.lab2.sparsity_target) == (target, step, target / 100)
+    assert cfg.lab2.iterative_step * cfg.lab2.iterative_prune_epochs == target
+    assert cfg.lab3.symmetric is symmetric and cfg.lab3.zero_mask_required is symmetric
+    assert (cfg.rubric["lab3.e"].points > 0) is symmetric
+    # the course's given global line says step 8 in every term; in the 70 % terms both are right
+    assert 8.0 in cfg.lab2.global_iterative_steps and step in cfg.lab2.global_iterative_steps
+
+
+def test_the_default_term_is_2023f():
+    default, term = config.load(), config.load(TERMS / "2023F.toml")
+    assert (default.lab1, default.lab2, default.lab3, default.rubric) == (term.lab1, term.lab2, term.lab3, term.rubric)
+
+
+def test_a_term_file_extends_another_and_says_only_what_differs(tmp_path):
+    (tmp_path / "base.toml").write_text(_default_text())
+    path = _write(tmp_path, '[term]\nextends = "base.toml"\nname = "X"\n[lab2]\nq = 80.0\n')
+    cfg = config.load(path)
+    assert (cfg.term, cfg.lab2.q, cfg.lab2.iterative_step) == ("X", 80.0, 7.0)
+    assert cfg.sources == (path.resolve(), (tmp_path / "base.toml").resolve())
+
+
+def test_a_term_that_extends_itself_or_a_missing_file_is_refused(tmp_path):
+    looped = _write(tmp_path, '[term]\nextends = "term.toml"\n')
+    with pytest.raises(ConfigError, match="leads back to itself"):
+        config.load(looped)
+    (tmp_path / "a.toml").write_text('[term]\nextends = "missing.toml"\n')
+    with pytest.raises(ConfigError, match=r"missing\.toml: assignment config not found \(extended by .*a\.toml\)"):
+        config.load(tmp_path / "a.toml")
