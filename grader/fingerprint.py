@@ -59,7 +59,8 @@ def sources_digest(cfg: Config) -> str:
                 continue
             h.update(name.encode() + b"\0")
             hash_file(h, f)
-    h.update(b"config\0" + cfg.path.read_bytes())
+    for source in cfg.sources or (cfg.path,):  # the term file and the files it extends
+        h.update(b"config\0" + source.read_bytes())
     for data in (cfg.data.checkpoint, cfg.data.fixture):
         h.update(b"data\0")
         if Path(data).is_file():
