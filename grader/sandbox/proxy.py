@@ -46,6 +46,7 @@ from grader.errors import (
     StudentTimeout,
 )
 from grader.sandbox import channel as ch
+from grader.sandbox.cpu_only import MAPPED_CALLS
 from grader.sandbox.launcher import Isolation, Limits
 from grader.sandbox.session import LoadReport, WorkerDied, WorkerSession, WorkerTimedOut, sandbox_session
 
@@ -256,6 +257,7 @@ class Submission:
                 # timeout a little later kills it if the interrupt was swallowed or never came.
                 reply, reply_blobs = self.session.request(dict(request, soft_timeout=limit), blobs,
                                                           timeout=limit + _grace(limit))
+                self._note_cpu(reply)
             except WorkerTimedOut:
                 failure = self._strike(name, StudentTimeout, _timeout_message(limit), call_text)
             except WorkerDied as exc:
@@ -306,6 +308,17 @@ class Submission:
         if cls is None:
             raise GraderError(f"worker reported a grader fault for {call_text}: {message}\n{tb}".rstrip())
         raise cls(message, function=name, traceback=tb, call=call_text)
+
+    def _note_cpu(self, reply: dict) -> None:
+        """GPU code the worker ran on the CPU: a warning, never a deduction. Only kinds from the
+        fixed set are reported, in the grader's words (the reply comes from the sandbox)."""
+        kinds = reply.get("cpu")
+        for kind in kinds if isinstance(kinds, list) else []:
+            if kind in MAPPED_CALLS:
+                note = (f"your code asks for the GPU ({kind}); the grader has none and ran it on the CPU "
+                        "(not a deduction)")
+                if note not in self.discovery.problems:
+                    self.discovery.problems.append(note)
 
     def _strike(self, name: str, cls: type[StudentError], message: str, call_text: str,
                 tb: str = "") -> StudentError:

@@ -201,7 +201,7 @@ class WorkerSession:
     def _stage_files(self) -> None:
         (self.stage / "code").mkdir()
         (self.stage / "given").mkdir()
-        for src in [HERE / "worker.py", HERE / "channel.py", *sorted(HERE.glob("probes_*.py"))]:
+        for src in [HERE / "worker.py", HERE / "channel.py", HERE / "cpu_only.py", *sorted(HERE.glob("probes_*.py"))]:
             shutil.copyfile(src, self.stage / "code" / src.name)
         for name, src in GIVEN_SOURCES.items():
             shutil.copyfile(src, self.stage / "given" / name)

@@ -30,7 +30,7 @@ arguments the grader passes), ``return`` (the return value cannot be sent back a
 ``missing``, ``timeout``, ``grader`` (a fault of the harness, never blamed on the student).
 A student file named like a module the worker uses (``numpy.py``) loads under a private name.
 
-Imports: the standard library, NumPy, torch, and ``channel`` (copied next to this file).
+Imports: the standard library, NumPy, torch, ``channel`` and ``cpu_only`` (copied next to this file).
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ STUDENT_FILES_PREFIX = "<student>"  # filenames of compiled student cells start 
 
 UNITS: dict[str, types.ModuleType] = {}
 _GIVEN: dict[str, types.ModuleType] = {}
+#: kinds of CUDA call run on the CPU so far (``cpu_only``); every reply carries them as ``cpu``
+CPU_MAPPED: set[str] = set()
 
 
 class Reply(Exception):
@@ -588,6 +590,8 @@ def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
             fault = _fault(exc, f"the worker failed on {op!r}")
             header, out_blobs = {"ok": False, "id": req.get("id"),
                                  "error": {"kind": fault.kind, "message": fault.message, "traceback": fault.tb}}, []
+        if CPU_MAPPED:
+            header["cpu"] = sorted(CPU_MAPPED)
         for stream in (sys.stdout, sys.stderr):
             # a student may have closed or replaced the streams; the reply must still go out
             with contextlib.suppress(BaseException):
@@ -843,6 +847,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(max(args.threads, 1))
+    import cpu_only  # GPU code (.cuda(), .to("cuda"), device="cuda") runs on the CPU, noted
+
+    cpu_only.install(CPU_MAPPED.add)
     os.environ.setdefault("MPLBACKEND", "Agg")
     for name in PREIMPORT:
         with contextlib.suppress(Exception):
