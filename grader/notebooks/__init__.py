@@ -31,9 +31,10 @@ lab2.c    ``net_after_finetune.pt`` keeps every zero of the student's own prunin
           check prints the saved model's real sparsities and its accuracy is the reference's
 lab2.d    the iterative loop saved its model; its report is truthful (the schedule itself is a
           function test's; lost zeros are lab2.c's: both notes here)
-lab2.e    the global schedule (q = 7e %) and the saved model; its report is truthful
-lab3.b/d  the (pretrained / pruned) weights were evaluated at every bit width; every printed
-          accuracy is one the code computed
+lab2.e    the global schedule (q = 7e %, or the course's given 8e %) and the saved model; its report
+          is truthful
+lab3.b/d  the pretrained weights (b), a Lab 2 checkpoint's (d), were evaluated at every bit
+          width; every printed accuracy is one the code computed
 lab3.c    finetune ran at every bit width, the notebook evaluated the model finetune saved (and got
           finetune's best accuracy); every printed accuracy is one the code computed
 ========  =================================================================================

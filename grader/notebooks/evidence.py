@@ -5,8 +5,9 @@ limits, checkpoints with ``torch.load(weights_only=True)`` into plain tensors an
 ResNet-20's parameter names and shapes. Nothing a submission produced is unpickled.
 
 **Claims** are numbers the notebook *printed* about itself: accuracy lines (a number after
-``acc``/``accuracy``; lines about training accuracy are left out) and sparsity lines (a number on a
-line that says ``spars``; the layer it names, or "total"). Lines printed by the grader's own
+``acc``/``accuracy``; lines about training accuracy are left out) and sparsity lines (a line that
+names a prunable layer, says total or says ``spars``, and the fraction or percent on it; see
+``sparsity_claims``). Lines printed by the grader's own
 ``train_util`` are logged by the harness and are not claims. A claim is compared with the truth at
 the precision it was printed with (half a unit in its last decimal, at least 1e-5).
 """
@@ -122,29 +123,48 @@ def accuracy_claims(line: str) -> list[Claim]:
     return out
 
 
+_TOTAL = re.compile(r"total|overall|global|whole|all layers|model", re.I)
+
+
 def sparsity_claims(line: str, layer_names: list[str]) -> list[Claim]:
-    """The sparsity value printed on ``line`` (its last number), with the layer it names."""
-    if "spars" not in line.lower():
-        return []
+    """The sparsity printed on ``line``, with the layer it names (or ``"total"``).
+
+    Real hand-ins print it in many ways -- ``Sparsity of <name>: 0.7``, ``<name>: 0.7000``,
+    ``<name> sparsity 70.00%``, ``<name>: 302/432 zeros = 69.91%``, ``Total sparsity of: 0.7``,
+    ``Total: 70.00%`` -- so a line counts when it names a prunable layer, says total (overall,
+    global, ...) or says "spars". Its value is read after the layer's name and the last ``:``/``=``:
+    the last number with a ``%`` sign, else the last number written with a decimal point (a
+    fraction, or a percent when above 1); bare integers are counts (zeros, parameters), never a
+    sparsity, unless the line says "spars" and the integer is all there is.
+    """
     layer = None
     for name in sorted(layer_names, key=len, reverse=True):
         if re.search(r"(?<![\w.])" + re.escape(name) + r"(?![\w.])", line):
             layer = name
             break
-    if layer is None and re.search(r"total|overall|global|whole|all layers|model", line, re.I):
+    says_sparsity = "spars" in line.lower()
+    if layer is None and _TOTAL.search(line):
         layer = "total"
-    # The value is the last number after the layer's name and the last ':' or '=' (a layer name
-    # such as body_op.0.conv1.0.conv holds digits of its own).
+    if layer is None and not says_sparsity:
+        return []
+    # the value comes after the layer's name (which may hold digits: body_op.0.conv1.0.conv)
     rest = line.replace(layer, " ") if layer and layer != "total" else line
     rest = re.split(r"[:=]", rest)[-1]
-    numbers = list(re.finditer("(" + _NUMBER + r")\s*(%?)", rest))
-    if not numbers:
+    numbers = [(m.group(1), m.group(2) == "%") for m in re.finditer("(" + _NUMBER + r")\s*(%?)", rest)]
+    percent = [n for n in numbers if n[1]]
+    decimal = [n for n in numbers if not n[1] and re.search(r"[.eE]", n[0])]
+    if percent:
+        raw, sign = percent[-1]
+    elif decimal:
+        raw, sign = decimal[-1]
+    elif says_sparsity and len(numbers) == 1:
+        raw, sign = numbers[0]
+    else:
         return []
-    raw, sign = numbers[-1].group(1), numbers[-1].group(2)
-    value, percent = _fraction(raw, sign == "%")
+    value, is_percent = _fraction(raw, sign)
     if not 0.0 <= value <= 1.0:
         return []
-    return [Claim(value, _tolerance(raw, percent), line.strip(), layer)]
+    return [Claim(value, _tolerance(raw, is_percent), line.strip(), layer)]
 
 
 # ----------------------------------------------------------------------------- cells

@@ -7,12 +7,17 @@ an event log (JSON lines) that the grader reads after the run:
 * **environment**: seeds (``random``, NumPy, torch) at startup and before every cell (``seed +
   execution count``, so a cell's randomness does not depend on whether an earlier cell failed);
   torch thread count; in fast mode the fixture dataset stands in for
-  ``torchvision.datasets.CIFAR10`` (``reference/data.py``, staged as ``fixture_data.py``) and
-  every ``DataLoader`` runs without worker processes; at full scale ``CIFAR10`` reads the real
-  data folder (never downloads).
-* **CPU only** (fast mode): ``.cuda()``, ``.to("cuda")`` and ``torch.load(map_location="cuda")``
-  run on the CPU instead and are logged (``cuda`` events), so a notebook written for a GPU still
-  runs; anything else that needs CUDA fails in its cell and the grader explains why.
+  ``torchvision.datasets.CIFAR10`` (``reference/data.py``, staged as ``fixture_data.py``), every
+  ``DataLoader`` runs without worker processes, and a training epoch on the fixture sees at most
+  a few small batches (the cap on batches per epoch: whatever epoch counts the notebook was
+  written with, it runs in minutes); at full scale ``CIFAR10`` reads the real data folder (never
+  downloads).
+* **another machine's notebook** (``portability.py``): ``google.colab`` stubbed, paths under
+  ``/content/drive/...`` resolved to the notebook's folder, missing output folders created.
+* **CPU only** (fast mode): ``.cuda()``, ``.to("cuda")``, ``device="cuda"`` and
+  ``torch.load(map_location="cuda")`` run on the CPU instead (``grader/sandbox/cpu_only.py``, the
+  same mapping as in the function tests) and are logged (``cuda`` events), so a notebook written
+  for a GPU still runs; anything else that needs CUDA fails in its cell and the grader explains why.
 * **trusted helpers**: the given ``train_util`` (the grader's copy, in the notebook's folder) is
   imported first and wrapped: ``test`` logs the accuracy with a fingerprint of the model's
   weights and its bit width; ``finetune`` logs its start/end; every line it prints is logged, so
@@ -76,6 +81,8 @@ class _State:
         self.figures_seen: set[tuple[int, str]] = set()
         self.ste_linked = None
         self.torch_save = None
+        self.batch_cap_noted = False
+        self.resolve_path = lambda path, mode: path  # portability.py's, once installed
 
 
 # Any: every hook runs after install() has set it; the hooks would only repeat "is not None".
@@ -209,10 +216,12 @@ def install(shell, options: dict) -> None:
         _install_fixture(options)
     elif options.get("data_root"):
         _install_real_data(options["data_root"])
-    if options.get("no_loader_workers"):
-        _install_loader_without_workers()
+    _install_loaders(options)
     if options.get("cpu_only"):
-        _install_cpu_only()
+        _install_cpu_only(options)
+    if options.get("portability_module"):
+        _S.resolve_path = _load_path("_hw4grade_portability", options["portability_module"]).install(
+            emit, known={"pretrained_model.pt"}, collected=set(options.get("collected", ())))
     _install_torch_io()
     _install_train_util(options)
     _install_figures()
@@ -267,33 +276,75 @@ def _install_real_data(root: str) -> None:
     torchvision.datasets.CIFAR10 = CIFAR10
 
 
-def _install_loader_without_workers() -> None:
+def _install_loaders(options: dict) -> None:
+    """``DataLoader`` as fast grading mode needs it: no worker processes (``no_loader_workers``),
+    and over the fixture's train split at most ``fast_batches_per_epoch`` batches of at most
+    ``fast_batch_size`` images per epoch (``len(loader)`` says so too), whatever batch size and
+    epoch count the notebook was written with: the course's loops (20 epochs, three of them, and
+    Lab 3's finetunes) then take minutes, and every epoch still trains, masks and evaluates.
+    The first time the cap shortens an epoch it is logged (``batch_cap``), for the feedback."""
+    import itertools
+
     import torch.utils.data as tud
 
-    original = tud.DataLoader.__init__
+    original, original_iter, original_len = tud.DataLoader.__init__, tud.DataLoader.__iter__, tud.DataLoader.__len__
     if getattr(original, "_hw4grade", False):
         return
     signature = inspect.signature(original)
+    no_workers = bool(options.get("no_loader_workers"))
+    size, batches = int(options.get("fast_batch_size") or 0), int(options.get("fast_batches_per_epoch") or 0)
+
+    def capped(dataset) -> bool:
+        return bool(options.get("fixture")) and type(dataset).__name__ == "FixtureCIFAR10" and \
+            bool(getattr(dataset, "train", False))
 
     @functools.wraps(original)
     def init(self, *args, **kwargs):
-        # No worker processes: the sandbox's process limit, and they buy nothing on the fixture.
         try:
             bound = signature.bind(self, *args, **kwargs)
         except TypeError:
             return original(self, *args, **kwargs)  # let DataLoader report the student's mistake
-        bound.arguments["num_workers"] = 0
-        bound.arguments.pop("prefetch_factor", None)  # only allowed with worker processes
-        if "persistent_workers" in bound.arguments:
-            bound.arguments["persistent_workers"] = False
-        return original(*bound.args, **bound.kwargs)
+        if no_workers:
+            # No worker processes: the sandbox's process limit, and they buy nothing on the fixture.
+            bound.arguments["num_workers"] = 0
+            bound.arguments.pop("prefetch_factor", None)  # only allowed with worker processes
+            if "persistent_workers" in bound.arguments:
+                bound.arguments["persistent_workers"] = False
+        cap = capped(bound.arguments.get("dataset")) and batches > 0
+        asked = bound.arguments.get("batch_size", 1)
+        if (cap and size > 0 and isinstance(asked, int) and asked > size
+                and bound.arguments.get("batch_sampler") is None):
+            bound.arguments["batch_size"] = size
+        original(*bound.args, **bound.kwargs)
+        self._hw4_batches = batches if cap else None
+        self._hw4_asked = asked
+        return None
+
+    def length(self):
+        n = original_len(self)
+        cap = getattr(self, "_hw4_batches", None)
+        return n if cap is None else min(n, cap)
+
+    def iterate(self):
+        cap = getattr(self, "_hw4_batches", None)
+        if cap is None:
+            return original_iter(self)
+        if not _S.batch_cap_noted and (original_len(self) > cap or self.batch_size != self._hw4_asked):
+            _S.batch_cap_noted = True
+            emit("batch_cap", batches=cap, batch_size=self.batch_size, asked=_num(self._hw4_asked),
+                 full=original_len(self))
+        return itertools.islice(original_iter(self), cap)
 
     init._hw4grade = True  # type: ignore[attr-defined]
     tud.DataLoader.__init__ = init  # type: ignore[method-assign]
+    tud.DataLoader.__len__ = length  # type: ignore[method-assign]
+    tud.DataLoader.__iter__ = iterate  # type: ignore[method-assign]
 
 
-def _install_cpu_only() -> None:
-    import torch
+def _install_cpu_only(options: dict) -> None:
+    """CUDA calls run on the CPU (``grader/sandbox/cpu_only.py``, the mapping the function tests
+    use too); each kind of call is logged once per cell (``cuda`` events)."""
+    cpu_only = _load_path("_hw4grade_cpu_only", options["cpu_module"])
 
     def note(what: str) -> None:
         key = (_S.cell, what)
@@ -301,39 +352,7 @@ def _install_cpu_only() -> None:
             _S.cuda_noted.add(key)
             emit("cuda", call=what)
 
-    def is_cuda(value) -> bool:
-        if isinstance(value, str):
-            return value.strip().lower().startswith("cuda")
-        if isinstance(value, torch.device):
-            return value.type == "cuda"
-        return isinstance(value, int) and not isinstance(value, bool)  # .to(0) means GPU 0
-
-    def module_cuda(self, device=None):
-        note(".cuda()")
-        return self
-
-    def tensor_cuda(self, *args, **kwargs):
-        note(".cuda()")
-        return self
-
-    def wrap_to(original):
-        @functools.wraps(original)
-        def to(self, *args, **kwargs):
-            if args and is_cuda(args[0]) and not isinstance(args[0], torch.Tensor):
-                note('.to("cuda")')
-                args = ("cpu", *args[1:])
-            if is_cuda(kwargs.get("device")):
-                note('.to("cuda")')
-                kwargs["device"] = "cpu"
-            return original(self, *args, **kwargs)
-
-        return to
-
-    # monkeypatching is the point here: the student's code keeps calling these names
-    torch.nn.Module.cuda = module_cuda  # type: ignore[method-assign,assignment]
-    torch.Tensor.cuda = tensor_cuda  # type: ignore[method-assign,assignment]
-    torch.nn.Module.to = wrap_to(torch.nn.Module.to)  # type: ignore[method-assign]
-    torch.Tensor.to = wrap_to(torch.Tensor.to)  # type: ignore[method-assign]
+    cpu_only.install(note)
 
 
 def _install_torch_io() -> None:
@@ -344,6 +363,8 @@ def _install_torch_io() -> None:
 
     @functools.wraps(save)
     def logged_save(obj, f, *args, **kwargs):
+        if isinstance(f, str | os.PathLike):  # torch writes its zip file from C++, not with open()
+            f = _S.resolve_path(os.fspath(f), "wb")
         result = save(obj, f, *args, **kwargs)
         if isinstance(f, str | os.PathLike):
             fp = fingerprint(obj)
@@ -353,17 +374,8 @@ def _install_torch_io() -> None:
 
     @functools.wraps(load)
     def logged_load(f, *args, **kwargs):
-        if _S.options.get("cpu_only"):
-            location = kwargs.get("map_location", args[0] if args else None)
-            if isinstance(location, str | torch.device) and str(location).startswith("cuda"):
-                if "map_location" in kwargs:
-                    kwargs["map_location"] = "cpu"
-                else:
-                    args = ("cpu", *args[1:])
-                key = (_S.cell, 'torch.load(map_location="cuda")')
-                if key not in _S.cuda_noted:
-                    _S.cuda_noted.add(key)
-                    emit("cuda", call='torch.load(map_location="cuda")')
+        if isinstance(f, str | os.PathLike):
+            f = _S.resolve_path(os.fspath(f), "rb")
         result = load(f, *args, **kwargs)
         if isinstance(f, str | os.PathLike):
             emit("load", file=os.path.basename(os.fspath(f)), fingerprint=fingerprint(result))

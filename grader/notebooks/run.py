@@ -77,6 +77,7 @@ class STE(torch.autograd.Function):
         return g, None, None
 '''
 FIXTURE_MODULE = Path(reference_data.__file__).resolve()
+CPU_MODULE = HERE.parent / "sandbox" / "cpu_only.py"  # the CUDA -> CPU mapping (the worker's too)
 MAX_FILE_COPY = 1 << 20  # other files of a submission are staged only if smaller (as for the worker)
 MAX_CHECKPOINT = 64 << 20
 MAX_EVENTS = 16 << 20
@@ -192,9 +193,9 @@ def cache_key(root: Path, selected: dict[str, str], cfg: Config, options: RunOpt
         "selected": selected,
         "options": {k: v for k, v in asdict(options).items() if k not in ("cache_dir", "slot", "isolation")},
         "limits": [_cell_timeout(cfg, options), _budget(cfg, options), _train_size(cfg, options),
-                   cfg.grading.notebook_memory_mb],
-        "code": [_file_digest(p) for p in (HERE / "harness.py", HERE / "runner.py", FIXTURE_MODULE,
-                                           GIVEN_FP_LAYERS, *GIVEN.values())],
+                   cfg.grading.notebook_memory_mb, cfg.data.fast_batches_per_epoch, cfg.data.fast_batch_size],
+        "code": [_file_digest(p) for p in (HERE / "harness.py", HERE / "runner.py", HERE / "portability.py",
+                                           FIXTURE_MODULE, CPU_MODULE, GIVEN_FP_LAYERS, *GIVEN.values())],
         "python": sys.version,
     }
     if options.data_root:
@@ -324,8 +325,8 @@ def _run_and_harvest(root: Path, disc: Discovery, selected: dict[str, str], cfg:
         session["exit"] = proc.exit_description()
         session["output"] = proc.output_text()[-20000:]
         del job
-        for kind in _distinct(selected):
-            _harvest_one(stage / "run" / kind, harvest / kind, cfg)
+        for kind, rel in _distinct(selected).items():
+            _harvest_one(stage / "run" / kind, harvest / kind, cfg, _home(rel))
     finally:
         if proc is not None:
             proc.kill()
@@ -352,14 +353,14 @@ def _stage(stage: Path, root: Path, disc: Discovery, selected: dict[str, str], c
            options: RunOptions, inside: dict[str, str], uid: int | None) -> dict:
     code = stage / "code"
     code.mkdir()
-    for src in (HERE / "runner.py", HERE / "harness.py"):
+    for src in (HERE / "runner.py", HERE / "harness.py", HERE / "portability.py"):
         shutil.copyfile(src, code / src.name)
     shutil.copyfile(FIXTURE_MODULE, code / "fixture_data.py")
+    shutil.copyfile(CPU_MODULE, code / "cpu_only.py")
     (stage / "scratch").mkdir()
     (stage / "scratch").chmod(0o1777)
     run = stage / "run"
     run.mkdir()
-    has_fp_layers = any(Path(rel).name == "FP_layers.py" and len(Path(rel).parts) == 1 for rel in disc.files)
     checkpoint = Path(options.checkpoint or cfg.data.checkpoint)
     notebooks = []
     # Lab 1 first: it takes seconds, so a Lab 2/3 notebook that uses up the budget cannot cost it.
@@ -372,12 +373,17 @@ def _stage(stage: Path, root: Path, disc: Discovery, selected: dict[str, str], c
             target = work / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, target)
+        # The notebook runs in its own folder (as Jupyter runs it), which may be a sub-folder:
+        # the given files, the checkpoint and (when it has none) the FP layers go there.
+        home_rel = _home(rel)
+        home = work / home_rel
         for name, src in GIVEN.items():
-            shutil.copyfile(src, work / name)
+            shutil.copyfile(src, home / name)
+        has_fp_layers = (Path(home_rel) / "FP_layers.py").as_posix().removeprefix("./") in disc.files
         if not has_fp_layers:
-            (work / "FP_layers.py").write_text(GIVEN_FP_LAYERS.read_text() + STANDIN_STE)
+            (home / "FP_layers.py").write_text(GIVEN_FP_LAYERS.read_text() + STANDIN_STE)
         if kind == "hw4":
-            shutil.copyfile(checkpoint, work / "pretrained_model.pt")
+            shutil.copyfile(checkpoint, home / "pretrained_model.pt")
         for folder in (work, meta):
             _hand_over(folder, uid)
         sandbox_base = f"{inside['run']}/{kind}"
@@ -387,10 +393,16 @@ def _stage(stage: Path, root: Path, disc: Discovery, selected: dict[str, str], c
             "link_ste": not has_fp_layers, "no_loader_workers": options.mode == "fast",
             "fixture": inside["fixture"] if options.mode == "fast" else None,
             "fixture_module": f"{inside['code']}/fixture_data.py",
+            "cpu_module": f"{inside['code']}/cpu_only.py",
+            "portability_module": f"{inside['code']}/portability.py",
+            "collected": sorted(_collected(cfg)),
             "fast_train_size": _train_size(cfg, options),
+            "fast_batches_per_epoch": cfg.data.fast_batches_per_epoch if options.mode == "fast" else 0,
+            "fast_batch_size": cfg.data.fast_batch_size if options.mode == "fast" else 0,
             "data_root": inside["cifar"] if options.mode == "full" else None,
         }
         notebooks.append({"kind": kind, "file": rel, "work": f"{sandbox_base}/work",
+                          "home": f"{sandbox_base}/work/{home_rel}".removesuffix("/."),
                           "meta": f"{sandbox_base}/meta", "options": options_in})
     for folder in (run, *[run / k for k in _distinct(selected)]):
         folder.chmod(0o755)  # root's: the sandbox can write inside work/ and meta/ only
@@ -401,6 +413,16 @@ def _stage(stage: Path, root: Path, disc: Discovery, selected: dict[str, str], c
         f.chmod(0o644)
     code.chmod(0o755)
     return job
+
+
+def _home(rel: str) -> str:
+    """The folder a notebook runs in, relative to the submission ("." for the top)."""
+    return Path(rel).parent.as_posix()
+
+
+def _collected(cfg: Config) -> set[str]:
+    """The files a run leaves that the grader collects (the checkpoints)."""
+    return {*cfg.lab2.checkpoints.values(), cfg.lab3.checkpoint}
 
 
 def _hand_over(folder: Path, uid: int | None) -> None:
@@ -452,12 +474,19 @@ def _folder_usage(folder: Path) -> tuple[int, int]:
 # ----------------------------------------------------------------------------- harvest
 
 
-def _harvest_one(base: Path, dest: Path, cfg: Config) -> None:
-    """Copy what the checks read out of one notebook's run folder (see the module doc)."""
+def _harvest_one(base: Path, dest: Path, cfg: Config, home: str = ".") -> None:
+    """Copy what the checks read out of one notebook's run folder (see the module doc); the
+    checkpoints and figures from the notebook's own folder ``home`` (relative to the work folder)."""
     dest.mkdir(parents=True)
     skipped: list[str] = []
     meta_fd = _open_dir(base / "meta")
     work_fd = _open_dir(base / "work")
+    for part in Path(home).parts if home != "." else ():  # no link is followed on the way down
+        if work_fd is None:
+            break
+        sub = _open_dir(part, work_fd)
+        os.close(work_fd)
+        work_fd = sub
     try:
         if meta_fd is not None:
             meta_files = (("run.json", 1 << 20), ("executed.ipynb", MAX_NOTEBOOK),
@@ -477,7 +506,7 @@ def _harvest_one(base: Path, dest: Path, cfg: Config) -> None:
         figures: list[dict] = []
         if work_fd is not None:
             (dest / "files").mkdir()
-            for name in sorted({*cfg.lab2.checkpoints.values(), cfg.lab3.checkpoint}):
+            for name in sorted(_collected(cfg)):
                 _copy_regular(work_fd, name, dest / "files" / name, MAX_CHECKPOINT, skipped)
             fig_fd = _open_dir("figures", work_fd)
             if fig_fd is not None:

@@ -170,7 +170,7 @@ def run_notebook(spec: dict, job: dict, deadline: float) -> None:
     client = _client_class()(
         nb, km=km, allow_errors=True, interrupt_on_timeout=True, record_timing=True,
         iopub_timeout=10, startup_timeout=120, shutdown_kernel="immediate",
-        resources={"metadata": {"path": work}},
+        resources={"metadata": {"path": spec.get("home", work)}},  # the notebook's own folder
     )
     cell_timeout = float(job["cell_timeout"])
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]

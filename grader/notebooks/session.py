@@ -232,6 +232,14 @@ class NotebookSession:
             if budget:
                 self.note(f"{run.file}: {len(budget)} cells did not run: the notebooks' time budget "
                           f"({self.options.budget or self.cfg.grading.notebook_budget_s:g} s) was used up")
+            self._note_portability(run)
+            cap = run.events_of("batch_cap")
+            if cap:
+                e = cap[0]
+                self.note(f"{run.file}: fast grading mode trains each epoch on at most {e.get('batches')} "
+                          f"batch(es) of at most {e.get('batch_size')} images of the grader's small stand-in "
+                          "data, whatever the notebook's epochs and batch size; the checks compare the run "
+                          "with itself and with the reference on the same data (full scale: --hw4-data-root)")
             gpu = run.events_of("cuda")
             if gpu:  # one note for the notebook: a GPU notebook asks for it in almost every cell
                 calls = sorted({str(e.get("call")) for e in gpu})
@@ -240,6 +248,30 @@ class NotebookSession:
                 self.note(f"{run.file} asks for the GPU ({', '.join(calls)}) in {where}; the grader ran it "
                           "on the CPU. Write device = 'cuda' if torch.cuda.is_available() else 'cpu' so "
                           "it runs anywhere.")
+
+    def _note_portability(self, run: NotebookRun) -> None:
+        """One note for a notebook written for Colab or another machine: what the grader mapped."""
+        events = run.events_of("portability")
+        if not events:
+            return
+
+        def paths(what: str) -> list[str]:
+            return list(dict.fromkeys(str(e.get("path")) for e in events if e.get("what") == what))
+
+        parts = []
+        if paths("mount"):
+            parts.append("skipped the Google Drive mount")
+        for what, verb in (("read", "read"), ("write", "wrote")):
+            found = paths(what)
+            if found:
+                more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+                parts.append(f"{verb} '{found[0]}'{more} in the notebook's own folder")
+        if paths("folder"):
+            parts.append(f"created the folder(s) {', '.join(repr(p) for p in paths('folder')[:3])}")
+        if paths("chdir"):
+            parts.append(f"stayed in the notebook's folder instead of changing to '{paths('chdir')[0]}'")
+        self.note(f"{run.file} was written for another machine (Colab or a lab machine): the grader "
+                  + "; ".join(parts) + " (not a deduction)")
 
     def describe(self) -> str:
         parts = [f"mode={self.mode}", f"seconds={self.seconds:.1f}"]

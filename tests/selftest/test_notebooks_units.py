@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from grader.discover import discover
-from grader.notebooks import RunOptions, checks, run_notebooks, select_notebooks
+from grader.notebooks import RunOptions, checks, harness, run_notebooks, select_notebooks
 from grader.notebooks.evidence import CellRecord, NotebookRun, accuracy_claims, sparsity_claims
 from grader.notebooks.run import _harvest_one, cache_key
 from reference.config import load
@@ -69,6 +69,32 @@ def test_a_rounded_claim_agrees_and_a_wrong_one_does_not():
     assert claim.agrees(0.6996)  # 0.70 is 0.6996 printed to 2 decimals
     assert not claim.agrees(0.69)
     assert not claim.agrees(0.0)
+
+
+@pytest.mark.parametrize(("line", "layer", "value"), [
+    # the course's own line, and what real hand-ins print instead (issue 11)
+    ("Sparsity of body_op.0.conv1.0.conv: 0.6990740740740741", "body_op.0.conv1.0.conv", 0.699074),
+    ("body_op.0.conv1.0.conv: 0.7000", "body_op.0.conv1.0.conv", 0.7),
+    ("head_conv.0.conv 0.70", "head_conv.0.conv", 0.7),
+    ("final_fc.linear: 448/640 zeros = 70.00%", "final_fc.linear", 0.7),
+    ("Layer final_fc.linear sparsity 70.0 %", "final_fc.linear", 0.7),
+    ("Total sparsity of: 0.7", "total", 0.7),
+    ("Total: 70.00%", "total", 0.7),
+    ("overall = 0.6995", "total", 0.6995),
+])
+def test_sparsity_is_read_from_every_format_real_hand_ins_print(line, layer, value):
+    (claim,) = sparsity_claims(line, LAYERS)
+    assert (claim.layer, claim.value) == (layer, pytest.approx(value, abs=1e-6))
+
+
+@pytest.mark.parametrize("line", [
+    "body_op.0.conv1.0.conv: torch.Size([16, 16, 3, 3])",  # a shape, not a sparsity
+    "Total params: 272474",  # a count
+    "final_fc.linear zeros: 448",
+    "Test Loss=0.3012, Test acc=0.9100",
+])
+def test_counts_shapes_and_other_numbers_are_not_sparsity_claims(line):
+    assert sparsity_claims(line, LAYERS) == []
 
 
 def _run_with(tmp_path: Path, stdout: str, events: list[dict]) -> tuple[NotebookRun, CellRecord]:
@@ -240,8 +266,8 @@ PROBE_CELLS = [
     "loader = tud.DataLoader(ds, batch_size=4, num_workers=4, persistent_workers=True)\n"
     "print('ENV', len(ds), loader.num_workers, torch.cuda.is_available(), float(torch.rand(1)))",
     # 2: a GPU notebook's calls run on the CPU
-    "t = torch.ones(2).cuda()\nm = torch.nn.Linear(2, 2).cuda().to('cuda')\n"
-    "print('CUDA', t.device, next(m.parameters()).device)",
+    "t = torch.ones(2).cuda()\nm = torch.nn.Linear(2, 2).cuda().to('cuda')\nz = torch.zeros(2, device='cuda')\n"
+    "print('CUDA', t.device, next(m.parameters()).device, z.device)",
     # 3: an error does not stop the run
     "undefined_name",
     # 4: a cell past its time limit is interrupted; the next cell still runs
@@ -260,6 +286,21 @@ PROBE_CELLS = [
     "           and b'ipykernel' in open(f'/proc/{p}/cmdline', 'rb').read()\n"
     "           and os.stat(f'/proc/{p}').st_uid == os.getuid()]\n"
     "print('KERNELS', len(kernels))",
+    # 10: written for Colab: drive mounted, models under /content/drive, a figure into a new folder
+    "from google.colab import drive\ndrive.mount('/content/drive')\n"
+    "state = torch.load('/content/drive/My Drive/DLHW4/pretrained_model.pt')\n"
+    "torch.save(state, '/content/drive/My Drive/DLHW4/net_after_iterative_prune.pt')\n"
+    "os.chdir('/content/drive/My Drive/DLHW4')\n"
+    "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.savefig('Figures/lab3b.pdf')\n"
+    "print('COLAB', len(state), os.path.isfile('Figures/lab3b.pdf'), os.path.isfile('net_after_iterative_prune.pt'))",
+    # 11: a training epoch on the fixture is capped, whatever batch size the notebook asks for
+    "import torchvision.transforms as T\n"
+    "ds = torchvision.datasets.CIFAR10(root='./data', train=True, download=True, transform=T.ToTensor())\n"
+    "tl = torch.utils.data.DataLoader(ds, batch_size=256, shuffle=True, num_workers=16)\n"
+    "sizes = [len(y) for _, y in tl]\n"
+    "vs = torchvision.datasets.CIFAR10(root='./data', train=False, download=True, transform=T.ToTensor())\n"
+    "vl = torch.utils.data.DataLoader(vs, batch_size=100, shuffle=False, num_workers=2)\n"
+    "print('CAP', len(tl), sizes, len(vl), sum(len(y) for _, y in vl))",
 ]
 REFERENCE = Path(__file__).resolve().parents[2] / "reference" / "lab2.py"
 
@@ -295,10 +336,36 @@ def test_fast_mode_gives_the_fixture_no_loader_workers_and_no_gpu(probe_session)
 def test_cuda_calls_run_on_the_cpu_and_are_noted(probe_session):
     cell = _cell_out(probe_session, 2)
     assert cell.status == "ok", cell.error
-    assert "CUDA cpu cpu" in cell.stdout
+    assert "CUDA cpu cpu cpu" in cell.stdout
     gpu = [n for n in probe_session.notes if "GPU" in n]
     assert len(gpu) == 1, gpu  # one note, not one per cell and call
-    assert '(.cuda(), .to("cuda")) in cell 3;' in gpu[0], gpu[0]
+    assert '(.cuda(), .to("cuda"), device="cuda") in cell 3;' in gpu[0], gpu[0]
+
+
+def test_a_colab_notebook_runs_here_and_what_was_mapped_is_a_note(probe_session):
+    """Issue 11: drive.mount, /content/drive paths, %cd and a figure saved into a folder that was
+    not handed in all work; the checkpoint lands where the grader collects it; one note says so."""
+    cell = _cell_out(probe_session, 10)
+    assert cell.status == "ok", cell.error
+    line = next(x for x in cell.stdout.splitlines() if x.startswith("COLAB"))
+    assert line.split()[2:] == ["True", "True"], line
+    state, problem = probe_session.hw4.checkpoint("net_after_iterative_prune.pt")
+    assert state is not None, problem
+    (note,) = [n for n in probe_session.notes if "written for another machine" in n]
+    for part in ("skipped the Google Drive mount", "'/content/drive/My Drive/DLHW4/pretrained_model.pt'",
+                 "wrote '/content/drive/My Drive/DLHW4/net_after_iterative_prune.pt'",
+                 "created the folder(s) 'Figures'", "not a deduction"):
+        assert part in note, note
+
+
+def test_training_epochs_are_capped_in_fast_mode_and_the_feedback_says_so(probe_session):
+    """Issue 13: a course notebook's 20-epoch loops must grade in minutes: a training loader on the
+    fixture yields at most fast_batches_per_epoch batches of fast_batch_size; the test split whole."""
+    line = next(x for x in _cell_out(probe_session, 11).stdout.splitlines() if x.startswith("CAP"))
+    batches, size = CFG.data.fast_batches_per_epoch, CFG.data.fast_batch_size
+    assert line == f"CAP {batches} {[size] * batches} 5 500", line
+    assert any(f"at most {batches} batch(es) of at most {size} images" in n for n in probe_session.notes), \
+        probe_session.notes
 
 
 def test_an_error_or_a_timeout_in_one_cell_does_not_stop_the_run(probe_session):
@@ -529,3 +596,68 @@ def test_the_failing_line_is_found_in_a_long_traceback(tmp_path):
     run = NotebookRun.load("hw4", "hw4.ipynb", tmp_path)
     assert run.cells[0].error.line == 4
     assert run.describe_failure(run.cells[0]).endswith("your code here (line 4)")
+
+
+# ----------------------------------------------------------------------------- checks follow the course's cells
+
+
+class _Session:
+    """What the checks read of a NotebookSession: a run with made-up events, the real data."""
+
+    def __init__(self, run: NotebookRun):
+        from grader.notebooks.evidence import load_state_dict
+        from grader.notebooks.session import TrustedEvaluator
+
+        self.cfg, self.hw4, self.notes = CFG, run, []
+        self.pretrained = load_state_dict(CFG.data.checkpoint)[0]
+        self.pretrained_fingerprint = harness.fingerprint(self.pretrained)
+        self.evaluator = TrustedEvaluator(CFG)
+
+    def check_harness(self, run):
+        pass
+
+    def note(self, text):
+        self.notes.append(text)
+
+
+def _course_global_loop(step: float) -> list[dict]:
+    """The events of the course's global cell: prune before epochs 0-9 with q=(epoch+1)*step,
+    prune=False until epoch 8, then the mask fixed, the best of epochs >= 10 saved."""
+    events = []
+    for epoch in range(20):
+        if epoch < 10:
+            events.append({"ev": "global_prune", "cell": 17, "q": (epoch + 1) * step})
+        events.append({"ev": "finetune_after_prune", "cell": 17, "prune": epoch >= 9})
+    events.append({"ev": "save", "cell": 17, "file": "net_after_global_iterative_prune.pt"})
+    return events
+
+
+@pytest.mark.parametrize("step", [7.0, 8.0])
+def test_the_global_loop_may_keep_the_courses_given_line(tmp_path, step):
+    """2023F's given global cell says q=(epoch+1)*8 in a 70 % term: it is graded at 80 % there."""
+    run = NotebookRun("hw4", "hw4.ipynb", tmp_path, status="finished", events=_course_global_loop(step))
+    assert checks.schedule(_Session(run), "lab2.e").fraction == 1.0
+    wrong = NotebookRun("hw4", "hw4.ipynb", tmp_path, status="finished", events=_course_global_loop(6.0))
+    assert checks.schedule(_Session(wrong), "lab2.e").fraction < 1.0
+
+
+def test_lab3d_may_quantize_the_global_iterative_checkpoint(tmp_path):
+    """The course's Lab 3 (d) cell quantizes net_after_global_iterative_prune.pt (and finetunes it
+    in the same cell): that is the pruned model of (d) as much as net_after_finetune.pt is."""
+    import torch
+
+    import reference.lab2 as ref
+    from reference.resnet20 import ResNetCIFAR
+
+    net = ResNetCIFAR(num_layers=20)
+    net.load_state_dict(torch.load(CFG.data.checkpoint, weights_only=True))
+    ref.global_prune_by_percentage(net, q=70.0)
+    (tmp_path / "files").mkdir()
+    torch.save(net.state_dict(), tmp_path / "files" / "net_after_global_iterative_prune.pt")
+    fp = harness.fingerprint(net.state_dict())
+    events = [{"ev": "test", "cell": 23, "fingerprint": fp, "nbits": b, "symmetric": False, "accuracy": None}
+              for b in CFG.lab3.pruned_bits]
+    events += [{"ev": "finetune_start", "cell": 23, "nbits": 2, "fingerprint": fp}]
+    run = NotebookRun("hw4", "hw4.ipynb", tmp_path, status="finished", events=events)
+    outcome = checks.bit_width_evaluations(_Session(run), "lab3.d")
+    assert outcome.fraction == 1.0, outcome.problems
