@@ -18,12 +18,23 @@ these names replaced for the duration of the run (and restored afterwards):
   magnitude, so code that reads the sparsity sees what a pruning function would leave);
 * ``finetune_after_prune``: records its ``prune`` flag, trains nothing;
 * ``test`` / ``train`` / ``finetune`` (train_util): no training, ``test`` returns a rising float;
-* ``net``: the trusted float ResNet-20 holding ``state``; ``optimizer``, ``trainloader``,
-  ``criterion`` and the training settings when the notebook does not define them;
+* ``net``: the trusted float ResNet-20 holding ``state``;
+* the globals the course's setup cell makes, when the notebook does not define them:
+  ``trainloader``/``testloader`` (small, non-empty: the cell's own test loop computes
+  ``correct / total`` and ``len(testloader)``), ``trainset``/``testset``, ``transform_train``/
+  ``transform_test``, ``criterion``, ``optimizer``, ``device`` (``"cpu"``), ``best_acc``,
+  ``start_epoch`` and the training settings;
+* ``torchvision.datasets.CIFAR10`` builds the same few images (a cell that makes its own loaders
+  with ``download=True`` needs no network), ``DataLoader`` runs without worker processes
+  (``num_workers=16`` in the course's cell);
+* ``get_ipython()``: the cell arrives as the Python IPython would run (magics turned into
+  ``get_ipython().run_line_magic(...)`` calls by the grader); here they do nothing;
 * ``torch.save`` records the path, ``torch.load`` returns a copy of ``state``.
 
 What the cell prints is captured. An exception in the cell is returned with the events recorded
-before it; a cell that never ends is stopped by the call's wall-clock timeout.
+before it, the cell's line it stopped at and whose code raised it (``origin``: ``student`` when
+the innermost frame of student or grader code on the traceback is the student's, ``grader`` when
+it is one of these stubs); a cell that never ends is stopped by the call's wall-clock timeout.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ import inspect
 import io
 import linecache
 import math
-import re
+import os
 import traceback
 import types
 from typing import Any
@@ -44,7 +55,7 @@ api: Any = None
 STUDENT_PREFIX = "<student>"  # the worker's prefix for filenames of student code
 MAX_EVENTS = 5000  # a 20-epoch loop over 20 layers records about 420: far more is a runaway loop
 MAX_STDOUT = 200_000
-_MAGIC = re.compile(r"^\s*[%!]")
+LOADER_BATCH = 4  # images per batch of the stand-in loaders
 _STUBBED_FUNCTIONS = ("prune_by_percentage", "global_prune_by_percentage", "finetune_after_prune",
                       "test", "train", "finetune")
 
@@ -143,23 +154,28 @@ class _Runaway(Exception):
 
 
 def probe_cell(target, *, unit: str, label: str, source: str, init: dict, state: dict,
-               settings: dict):
+               settings: dict, images: dict | None = None):
     """Dry-run one notebook cell with stubs; return the recorded events and the printed text.
 
     Args:
         target: unused (the probe grades a cell, not a function).
         unit: the file whose namespace the cell runs in (``hw4.ipynb``).
         label: the cell's label for tracebacks (``cell 15``).
-        source: the cell's source as written by the student.
+        source: the cell as Python (IPython syntax already turned into calls, lines in place).
         init, state: the trusted ResNet-20 to use as ``net`` (and to return from ``torch.load``).
         settings: values for names the notebook may not define (``lr``, ``reg``, ...).
+        images: ``{"train": (x, y), "test": (x, y)}``: a few images per split (uint8 NHWC, int
+            labels) behind the stand-in loaders and datasets.
 
     Returns:
         ``{"events": [[kind, ...], ...], "stdout": str, "error": None | {...}, "layers": [...]}``.
         Events: ``["prune", layer_name, q]``, ``["global", q]``, ``["finetune", prune]``,
         ``["test"]``, ``["save", path]``; ``q`` is a float, or a string when it is not a number.
+        ``error``: ``{"type", "message", "traceback", "line", "text", "origin"}``.
     """
     import torch
+    import torch.utils.data as tud
+    import torchvision
 
     del target
     module = api.units.get(unit) or _fresh_namespace(unit)
@@ -178,43 +194,115 @@ def probe_cell(target, *, unit: str, label: str, source: str, init: dict, state:
         "finetune": rec.noop_stub,
         "net": net,
     }
+    dataset = _stand_in_dataset(images or {})
+    transform = _course_transform()
+    trainset, testset = dataset(train=True, transform=transform), dataset(train=False, transform=transform)
     defaults = {
         "optimizer": torch.optim.SGD(net.parameters(), lr=float(settings.get("lr", 0.002)),
                                      momentum=0.875, weight_decay=float(settings.get("reg", 1e-4))),
-        "trainloader": [],
-        "testloader": [],
+        "trainset": trainset,
+        "testset": testset,
+        "trainloader": tud.DataLoader(trainset, batch_size=LOADER_BATCH, shuffle=False),
+        "testloader": tud.DataLoader(testset, batch_size=LOADER_BATCH, shuffle=False),
+        "transform_train": transform,
+        "transform_test": transform,
         "criterion": torch.nn.CrossEntropyLoss(),
         "best_acc": 0.0,
+        "start_epoch": 0,
         "device": "cpu",
         **settings,
     }
     missing = object()
-    saved = {name: namespace.get(name, missing) for name in (*stubs, *defaults)}
-    saved_torch = (torch.save, torch.load)
+    saved = {name: namespace.get(name, missing) for name in (*stubs, *defaults, "get_ipython")}
+    saved_torch = (torch.save, torch.load, torchvision.datasets.CIFAR10, tud.DataLoader.__init__)
     out = io.StringIO()
     error = None
     try:
         namespace.update(stubs)
         for name, value in defaults.items():
             namespace.setdefault(name, value)
+        namespace["get_ipython"] = _NoShell
         torch.save, torch.load = rec.save_stub, rec.load_stub(state)
+        torchvision.datasets.CIFAR10 = dataset
+        tud.DataLoader.__init__ = _without_workers(saved_torch[3])
         with contextlib.redirect_stdout(_Capped(out)):
             exec(code, namespace)  # noqa: S102 - the student's cell, inside the sandbox, with stubs
     except _Runaway as exc:
-        error = {"type": "Runaway", "message": str(exc), "traceback": ""}
+        error = {"type": "Runaway", "message": str(exc), "traceback": "", "origin": "student"}
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
+        line = _student_line(exc, filename)
         error = {"type": type(exc).__name__, "message": _safe_str(exc), "traceback": _traceback(exc),
-                 "line": _student_line(exc, filename)}
+                 "line": line, "text": _line_text(source, line), "origin": _origin(exc)}
     finally:
-        torch.save, torch.load = saved_torch
+        torch.save, torch.load, torchvision.datasets.CIFAR10, tud.DataLoader.__init__ = saved_torch
         for name, value in saved.items():
             if value is missing:
                 namespace.pop(name, None)
             else:
                 namespace[name] = value
     return {"events": rec.events, "stdout": out.getvalue(), "error": error, "layers": rec.prunable_names()}
+
+
+class _NoShell:
+    """``get_ipython()`` of a dry run: the magics and shell lines of the cell do nothing."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None if name != "getoutput" else []
+
+
+def _stand_in_dataset(images: dict):
+    """A ``torchvision.datasets.CIFAR10`` look-alike over a few images (no files, no download)."""
+
+    class CIFAR10:
+        def __init__(self, root=None, train=True, transform=None, target_transform=None, download=False,
+                     **kwargs):
+            import numpy as np
+
+            x, y = images.get("train" if train else "test") or (np.zeros((8, 32, 32, 3), np.uint8),
+                                                                  np.zeros(8, np.int64))
+            self.data, self.targets = np.asarray(x), [int(v) for v in y]
+            self.transform, self.target_transform, self.train = transform, target_transform, train
+
+        def __len__(self):
+            return len(self.targets)
+
+        def __getitem__(self, index):
+            from PIL import Image
+
+            img, target = Image.fromarray(self.data[index]), self.targets[index]
+            if self.transform is not None:
+                img = self.transform(img)
+            if self.target_transform is not None:
+                target = self.target_transform(target)
+            return img, target
+
+    return CIFAR10
+
+
+def _course_transform():
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.ToTensor(),
+                               transforms.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
+
+
+def _without_workers(original):
+    """``DataLoader.__init__`` with ``num_workers=0``: the sandbox allows few processes."""
+
+    def init(self, *args, **kwargs):
+        kwargs.pop("num_workers", None)
+        kwargs.pop("prefetch_factor", None)
+        kwargs.pop("persistent_workers", None)
+        if len(args) > 5:  # num_workers given by position (dataset, batch_size, shuffle, sampler,
+            args = (*args[:5], 0, *args[6:])  # batch_sampler, num_workers, ...)
+        return original(self, *args, **kwargs)
+
+    return init
 
 
 def _fresh_namespace(unit: str) -> types.ModuleType:
@@ -228,8 +316,7 @@ def _fresh_namespace(unit: str) -> types.ModuleType:
 def _compile_cell(source: str, filename: str):
     """Compile the cell without the definitions of stubbed names (the extracted ones are loaded,
     and a cell that redefines ``prune_by_percentage`` before its loop must still call the stub)."""
-    lines = ["" if _MAGIC.match(line) else line for line in source.splitlines()]
-    text = "\n".join(lines) + "\n"
+    text = source if source.endswith("\n") else source + "\n"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     tree = ast.parse(text, filename)
     tree.body = [node for node in tree.body
@@ -398,6 +485,24 @@ def _traceback(exc: BaseException) -> str:
             lines.append(f"    {f.line.strip()}")
     lines.append(f"{type(exc).__name__}: {_safe_str(exc)}")
     return "\n".join(lines)
+
+
+def _origin(exc: BaseException) -> str:
+    """Whose code raised: the innermost frame on the traceback that is the student's (a cell or
+    a submission file) or this module's (the stubs) decides; library frames (torch, numpy)
+    between them do not. An exception with neither on its traceback is the grader's."""
+    here = os.path.abspath(__file__)
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(STUDENT_PREFIX):
+            return "student"
+        if os.path.abspath(frame.filename) == here:
+            return "grader"
+    return "grader"
+
+
+def _line_text(source: str, line: int | None) -> str:
+    lines = source.splitlines()
+    return lines[line - 1].strip()[:200] if line and 0 < line <= len(lines) else ""
 
 
 def _student_line(exc: BaseException, filename: str) -> int | None:

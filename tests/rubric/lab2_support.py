@@ -22,8 +22,10 @@ import torch.nn as nn
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from grader.errors import BadReturn, MissingDefinition, StudentError
+from grader.errors import BadReturn, GraderError, MissingDefinition, StudentError
+from grader.extract import ipython_to_python
 from grader.given import float_resnet_class
+from grader.notebooks.evidence import sparsity_claims
 from reference.config import load
 from reference.data import load_arrays
 
@@ -409,7 +411,6 @@ class NotebookCell:
         return f"{self.file}, {self.label}"
 
 
-_MAGIC = re.compile(r"^\s*[%!]")
 _PY_CELL = re.compile(r"^# ?(%%|In\[)")
 
 
@@ -443,9 +444,9 @@ def _cells_of(root: Path, file: str) -> list[NotebookCell]:
 
 
 def _parse(source: str) -> ast.Module | None:
-    text = "\n".join("" if _MAGIC.match(line) else line for line in source.splitlines())
+    """The cell as IPython runs it (magics and shell lines turned into calls, lines in place)."""
     try:
-        return ast.parse(text)
+        return ast.parse(ipython_to_python(source))
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
@@ -556,25 +557,48 @@ class DryRun:
         return out
 
     def error_note(self) -> str:
-        """The cell's exception, for a message (empty when it ran to the end)."""
+        """The cell's exception, for a message (empty when it ran to the end): which line, and why."""
         if not self.error:
             return ""
-        line = f" (line {self.error['line']})" if self.error.get("line") else ""
+        line = ""
+        if self.error.get("line"):
+            text = self.error.get("text") or ""
+            line = f" at line {self.error['line']}" + (f" (`{text}`)" if text else "")
         hint = ""
         if self.error.get("type") == "NameError":
-            hint = ("; the grader runs this cell alone with stubs for net, optimizer, trainloader, "
-                    "criterion and the training functions, so define anything else it uses in the cell")
-        return (f"\nThe dry run of {self.cell} stopped with {self.error['type']}: "
-                f"{self.error['message']}{line}{hint}")
+            hint = ("; the grader runs this cell alone, with stubs for net, the training functions and "
+                    "the globals of the course's setup cell (trainloader, testloader, criterion, "
+                    "optimizer, device, best_acc, ...), so define anything else it uses in the cell")
+        return (f"\nThe dry run of {self.cell} stopped{line} with {self.error['type']}: "
+                f"{self.error['message']}{hint}")
+
+
+#: images per split behind the dry run's loaders: enough for two batches, so a cell's own test
+#: loop (``correct / total``, ``len(testloader)``) runs as on real data, in milliseconds
+DRY_RUN_IMAGES = 8
+
+
+@functools.lru_cache(maxsize=1)
+def _dry_run_images() -> dict:
+    arrays = load_arrays(CFG.data.fixture)
+    n = DRY_RUN_IMAGES
+    return {split: (arrays[f"x_{split}"][:n].copy(), arrays[f"y_{split}"][:n].astype(np.int64))
+            for split in ("train", "test")}
 
 
 def dry_run(submission, cell: NotebookCell, state: dict[str, torch.Tensor]) -> DryRun:
-    """Run ``cell`` in the sandbox with stubbed training (probe ``lab2_cell``)."""
+    """Run ``cell`` in the sandbox with stubbed training (probe ``lab2_cell``), with the globals of
+    the course's setup cell and small non-empty loaders.
+
+    Raises:
+        GraderError: the run stopped in the grader's stubs, not in the student's code.
+    """
     settings = {"lr": CFG.lab2.lr, "reg": CFG.lab2.reg, "batch_size": CFG.lab2.batch_size}
     try:
-        body = submission.probe("lab2_cell", None, unit=cell.file, label=cell.label, source=cell.source,
+        body = submission.probe("lab2_cell", None, unit=cell.file, label=cell.label,
+                                source=ipython_to_python(cell.source),
                                 init={"num_layers": 20, "Nbits": None, "symmetric": False},
-                                state=dict(state), settings=settings)
+                                state=dict(state), settings=settings, images=_dry_run_images())
     except StudentError as exc:
         # say which cell, not the probe's arguments (the whole cell source)
         raise type(exc)(exc.message, function=str(cell), traceback=exc.traceback,
@@ -583,37 +607,23 @@ def dry_run(submission, cell: NotebookCell, state: dict[str, torch.Tensor]) -> D
         raise BadReturn("the dry run came back unreadable", function=str(cell))
     events = [e for e in body["events"] if isinstance(e, list) and e and isinstance(e[0], str)]
     error = body.get("error") if isinstance(body.get("error"), dict) else None
+    if error and error.get("origin") == "grader":
+        raise GraderError(f"the dry run of {cell} stopped in the grader's stand-ins, not in the "
+                          f"student's code: {error.get('type')}: {error.get('message')}\n"
+                          f"{error.get('traceback', '')}")
     return DryRun(cell, events, str(body.get("stdout", "")), error, [str(n) for n in body.get("layers", [])])
 
 
-_NUMBER = re.compile(r"([-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)\s*(%?)")
-
-
-def _first_number(text: str) -> float | None:
-    m = _NUMBER.search(text)
-    if not m:
-        return None
-    value = float(m.group(1))
-    # "70.0%" and "70.0" are percents; "0.7" is a fraction
-    return value / 100.0 if m.group(2) == "%" or value > 1.0 else value
-
-
 def parse_sparsity_lines(stdout: str, names: list[str]) -> tuple[dict[str, float | None], float | None]:
-    """The sparsity printed for each layer name (the number after the name on the last line that
-    names it) and the total (the number after "total" on the last line that has it)."""
-    lines = stdout.splitlines()
-    per_layer: dict[str, float | None] = {}
-    for name in names:
-        pattern = re.compile(re.escape(name) + r"(?![\w.])")
-        value = None
-        for line in lines:
-            m = pattern.search(line)
-            if m:
-                value = _first_number(line[m.end():])
-        per_layer[name] = value
+    """The sparsity printed for each layer name (on the last line that names it) and the total
+    (on the last line that gives one), in any of the formats real hand-ins print
+    (``grader.notebooks.evidence.sparsity_claims``: name and number, fraction or percent)."""
+    per_layer: dict[str, float | None] = dict.fromkeys(names)
     total = None
-    for line in lines:
-        m = re.search(r"total", line, re.IGNORECASE)
-        if m:
-            total = _first_number(line[m.end():])
+    for line in stdout.splitlines():
+        for claim in sparsity_claims(line, names):
+            if claim.layer == "total":
+                total = claim.value
+            elif claim.layer in per_layer:
+                per_layer[claim.layer] = claim.value
     return per_layer, total

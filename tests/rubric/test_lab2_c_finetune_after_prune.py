@@ -157,8 +157,9 @@ def test_lab2c_trains_the_kept_weights_like_plain_sgd(submission):
 
 
 @rubric(item="lab2.c", weight=1, visibility="public")
-def test_lab2c_sparsity_check_prints_each_layer_and_the_total(submission, credit):
-    """The sparsity-check cell prints the true sparsity of every pruned layer and the total."""
+def test_lab2c_sparsity_check_prints_the_true_sparsity_of_each_layer(submission, credit):
+    """The sparsity-check cell prints the true sparsity of every pruned layer (a fraction or a
+    percent, in any format that names the layer); a total, if printed, is true too."""
     cell = find_sparsity_cell(submission)
     net = fixture_model()
     layers = prunable_layers(net)
@@ -175,13 +176,15 @@ def test_lab2c_sparsity_check_prints_each_layer_and_the_total(submission, credit
         want, got = truth["layers"][name]["sparsity"], printed[name]
         if got is None or abs(got - want) > tol:
             wrong.append(f"{name}: printed {'nothing' if got is None else f'{got:.4f}'}, true {want:.4f}")
-    if total is None or abs(total - truth["sparsity"]) > tol:
-        wrong.append(f"total: printed {'nothing' if total is None else f'{total:.4f}'}, "
-                     f"true {truth['sparsity']:.4f} (zeros over all pruned layers' weights)")
+    # The course's check cells print a total in some places and not in others: it is optional.
+    if total is not None and abs(total - truth["sparsity"]) > tol:
+        wrong.append(f"total: printed {total:.4f}, true {truth['sparsity']:.4f} (zeros over all pruned "
+                     "layers' weights)")
     if wrong:
-        credit.set(1 - len(wrong) / (len(layers) + 1))
+        values = len(layers) + (total is not None)
+        credit.set(1 - len(wrong) / values)
         shown = "; ".join(wrong[:4]) + (f"; and {len(wrong) - 4} more" if len(wrong) > 4 else "")
         raise AssertionError(
-            f"{cell}, run on a model with a known sparsity in each layer: {len(wrong)} of {len(layers) + 1} "
-            f"values wrong or missing ({shown}). Print one line per pruned layer as "
-            f"'Sparsity of <name>: <fraction>' and one 'Total sparsity: <fraction>'." + run.error_note())
+            f"{cell}, run on a model with a known sparsity in each layer: {len(wrong)} of {values} "
+            f"values wrong or missing ({shown}). Print one line per pruned layer with its name and its "
+            "sparsity (e.g. 'Sparsity of <name>: <fraction>'); a total line is optional." + run.error_note())

@@ -1,13 +1,16 @@
-"""Lab 2 (d): the iterative-pruning loop prunes every layer to 7%, 14%, ..., 70% before epochs 1..10,
-then finetunes 10 more epochs with the mask fixed.
+"""Lab 2 (d): the iterative-pruning loop prunes every layer to 7%, 14%, ..., 70% before epochs 1..10
+(the term's step: 8%, ..., 80% in the 80 % terms), then finetunes 10 more epochs with the mask fixed.
 
 The course has no function for this part: the schedule is an inline cell (``q = ...`` then
-``prune_by_percentage(layer, q=q)`` inside ``for epoch in range(...)``). The cell is located by
-parsing the notebook here and dry-run in the sandbox with stubs: a recorder in place of
-``prune_by_percentage``, a ``finetune_after_prune`` that only records its ``prune`` flag, a
-``test`` that returns a number, ``torch.save``/``torch.load`` that touch no file and the trusted
-float ResNet-20 as ``net``. So only the schedule is graded here, never the student's pruning or
-finetuning (graded in (b) and (c)), and the run takes well under a second.
+``prune_by_percentage(layer, q=q)`` inside ``for epoch in range(...)``), as the course gives it:
+prune before epochs 0-9, ``finetune_after_prune(..., prune=False)`` until epoch 8 and with the
+default ``prune=True`` from epoch 9 on, its own test loop over ``testloader`` after each epoch. The
+cell is located by parsing the notebook here and dry-run in the sandbox with stubs: a recorder in
+place of ``prune_by_percentage``, a ``finetune_after_prune`` that only records its ``prune`` flag, a
+``test`` that returns a number, ``torch.save``/``torch.load`` that touch no file, the trusted float
+ResNet-20 as ``net`` and the globals of the course's setup cell (small non-empty loaders). So only
+the schedule is graded here, never the student's pruning or finetuning (graded in (b) and (c)),
+and the run takes about a second.
 """
 
 import pytest
@@ -42,8 +45,9 @@ def _same_q(got, want: float) -> bool:
 
 
 @rubric(item="lab2.d", weight=1.5, visibility="public")
-def test_lab2d_prunes_every_layer_to_7_14_up_to_70_percent(iterative_run):
-    """Before epoch e = 1..10 the loop prunes every prunable layer once, to q = 7e percent."""
+def test_lab2d_prunes_every_layer_step_by_step_up_to_the_target(iterative_run):
+    """Before epoch e = 1..10 the loop prunes every prunable layer once, to q = e x the term's step
+    percent (7, 14, ..., 70)."""
     run = iterative_run
     epochs = run.epochs()
     layers = set(run.layers)
@@ -76,8 +80,9 @@ def test_lab2d_prunes_every_layer_to_7_14_up_to_70_percent(iterative_run):
 
 
 @rubric(item="lab2.d", weight=1, visibility="hidden")
-def test_lab2d_keeps_the_mask_fixed_from_the_70_percent_epoch_on(iterative_run):
-    """From the epoch that reaches 70% on, finetune_after_prune runs with prune=True, 10 more epochs."""
+def test_lab2d_keeps_the_mask_fixed_from_the_last_pruning_epoch_on(iterative_run):
+    """From the epoch that reaches the target (70%) on, finetune_after_prune runs with prune=True,
+    10 more epochs."""
     run = iterative_run
     epochs = [e for e in run.epochs() if e.prune_flag is not None]
     total = PRUNE_EPOCHS + FIXED_EPOCHS
