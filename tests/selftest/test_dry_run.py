@@ -19,9 +19,9 @@ from grader.errors import GraderError
 from grader.sandbox.proxy import Submission
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rubric"))
-import lab2_support as l2  # noqa: E402 - the rubric tests' helpers, from their folder
+import lab2_support as l2
 
-import reference.lab2 as ref  # noqa: E402
+import reference.lab2 as ref
 
 # The loop cell of Lab 2 (d) as a student who made a typo in the loop's last line hands it in.
 _TYPO = course.CourseNotebook(iterative_q="q = (epoch + 1) * 7\n                acc_so_far = val_acc_typo")
