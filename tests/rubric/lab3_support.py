@@ -20,6 +20,7 @@ from rubric_support import refuse_trivial
 from grader import refcache
 from grader.errors import BadReturn, StudentError, StudentException
 from grader.oracle import call as reference_call  # the reference: live, or recorded (grader.oracle)
+from reference.config import load
 
 __all__ = [
     "TIE",
@@ -168,7 +169,8 @@ class Candidate:
 
 
 def asymmetric_candidates(w: torch.Tensor, bit: int) -> list[Candidate]:
-    """The reference, and min/max over the nonzero weights (when that grid differs)."""
+    """The reference, min/max over the nonzero weights (when that grid differs), and the formula
+    without the zero mask in terms where the mask was optional."""
     w64 = _np(w)
     out = [Candidate("the course formula: alpha = max(w) - min(w), beta = min(w), step = 2^bit - 1",
                      _np(reference_call("reference.lab3:STE.apply", w.detach().clone(), bit, False)),
@@ -178,6 +180,10 @@ def asymmetric_candidates(w: torch.Tensor, bit: int) -> list[Candidate]:
         out.append(Candidate("min/max over the nonzero weights",
                              _np(reference_call("reference.lab3_variants:asymmetric_nonzero_range", w, bit)),
                              asymmetric_grid(nonzero, bit)))
+    if not load().lab3.zero_mask_required and (w64 == 0).any():
+        unmasked = reference_call("reference.lab3_variants:asymmetric_unmasked", w.detach().clone(), bit)
+        out.append(Candidate("the course formula without the zero mask (optional in this term)",
+                             _np(unmasked), asymmetric_grid(w64, bit)))
     return out
 
 

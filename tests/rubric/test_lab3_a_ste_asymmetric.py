@@ -104,6 +104,7 @@ def test_lab3a_matches_the_course_formula_on_generated_tensors(submission, w, bi
 
 
 @rubric(item="lab3.a", weight=1, visibility="public")
+@pytest.mark.zero_mask
 @given(w=WEIGHTS, bit=BITS)
 def test_lab3a_pruned_weights_stay_zero(submission, w, bit):
     """Weights that are 0 (pruned) are still exactly 0 after quantization: multiply by the mask (w != 0)."""
@@ -119,6 +120,7 @@ def test_lab3a_pruned_weights_stay_zero(submission, w, bit):
 
 
 @rubric(item="lab3.a", weight=1, visibility="public")
+@pytest.mark.zero_mask
 def test_lab3a_seventy_percent_pruned_layer_keeps_its_zeros(submission, hw4_config):
     """A 70%-pruned layer keeps every zero when quantized (Lab 3 (d)); its other weights quantize as usual."""
     layer = torch.nn.Conv2d(32, 32, 3, padding=1, bias=False)

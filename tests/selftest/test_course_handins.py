@@ -32,3 +32,18 @@ def test_a_default_q_the_notebook_never_uses_is_not_graded(tmp_path):
                   and c.status != "passed"]
         assert not failed, failed
         assert abs(result.items[item].score - CFG.rubric[item].function) < 1e-3
+
+
+def test_an_older_term_without_lab3e_grades_its_two_argument_ste_in_full(tmp_path, monkeypatch, repo_root):
+    """2022F: STE.forward(ctx, w, bit), the zero mask an optional bonus, no Lab 3 (e). With the
+    term's config Lab 3 (e) runs no test and is worth 0, Lab 3 (a) takes its points."""
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "FP_layers.py").write_text(course.fp_layers(course.STE_2022F, symmetric=False))
+    monkeypatch.setenv("HW4_CONFIG", str(repo_root / "reference" / "terms" / "2022F.toml"))
+    result = grade(folder, k="lab3a or lab3e")
+    assert [c for c in result.cases() if c.item == "lab3.e"] == []
+    assert (result.items["lab3.e"].score, result.items["lab3.e"].possible) == (0, 0)
+    failed = [f"{c.name}: {c.message}" for c in result.cases() if c.item == "lab3.a" and c.status != "passed"]
+    assert not failed, failed
+    assert abs(result.items["lab3.a"].score - 14) < 1e-3
