@@ -248,7 +248,8 @@ def cmd_gradescope(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from grader.batch import BatchDir, write_outputs
     from grader.outputs.atomic import write_text
-    from grader.outputs.manual import MergeError, dump_scores, load_scores, merge_sheet
+    from grader.outputs.manual import MergeError, dump_scores, load_scores, manual_maxima, merge_sheet
+    from grader.results import SubmissionResult
     from reference.config import load
 
     bd = BatchDir(Path(args.out))
@@ -260,9 +261,12 @@ def cmd_merge(args: argparse.Namespace) -> int:
     sheet = Path(args.sheet) if args.sheet else bd.out / "manual.csv"
     cfg = load()
     with bd.locked():
-        graded = [s for s in bd.students() if bd.load_record(s) is not None]
+        records = {s: r for s in bd.students() if (r := bd.load_record(s)) is not None}
+        graded = list(records)
+        # items a submission handed over whole (grader.results.hand_over) take all their points
+        maxima = {s: manual_maxima(SubmissionResult.from_dict(r["result"]), cfg) for s, r in records.items()}
         try:
-            scores, report = merge_sheet(sheet, graded, cfg, load_scores(bd.manual_file))
+            scores, report = merge_sheet(sheet, graded, cfg, load_scores(bd.manual_file), maxima)
         except MergeError as exc:
             for p in exc.problems:
                 print(f"error: {p}", file=sys.stderr)

@@ -2,10 +2,12 @@
 
 One row per student and rubric item with ``manual`` points in the config: the T/F explanations
 (with the student's text from ``answers.yaml``), the Lab 1 (a) derivation, the comments on plots
-and results. A person fills ``points`` (and optionally ``comment``, shown to the student) and runs
-``hw4grade merge``. Merged scores live in the batch's state (``.hw4grade/manual.json``), apart from
-the automatic results, so regrading a submission never loses them; a regenerated sheet comes
-prefilled with them.
+and results; and all of an item's points where the grader handed it over to a person (Lab 1
+written with the student's own names, T/F answers only in the written report: see
+``grader.results.hand_over``), with the files to read. A person fills ``points`` (and optionally
+``comment``, shown to the student) and runs ``hw4grade merge``. Merged scores live in the batch's
+state (``.hw4grade/manual.json``), apart from the automatic results, so regrading a submission
+never loses them; a regenerated sheet comes prefilled with them.
 
 The sheet is opened in a spreadsheet, and its ``student_answer`` column is the student's own
 text: every cell is written through ``grader.outputs.escape.csv_row`` (text a spreadsheet would
@@ -42,6 +44,7 @@ __all__ = [
     "dump_scores",
     "load_scores",
     "manual_csv",
+    "manual_maxima",
     "merge_sheet",
 ]
 
@@ -93,18 +96,19 @@ def manual_csv(
     submission's ``answers.yaml`` when it was graded.
     """
     rows = [csv_row(COLUMNS)]
-    items = manual_items(cfg)
     for r in results:
         given = answers.get(r.student, {})
-        for item in items:
+        for item, most in manual_maxima(r, cfg).items():
             merged = scores.get(r.student, {}).get(item, {})
             task, answer = _task(item, r, given, cfg)
+            if most > cfg.rubric[item].manual:  # handed over whole (grader.results.hand_over)
+                task = f"all of {cfg.rubric[item].title}: {_reason(r, item)}"
             rows.append(
                 csv_row(
                     [
                         r.student,
                         item,
-                        fmt_points(cfg.rubric[item].manual),
+                        fmt_points(most),
                         fmt_points(merged["points"]) if "points" in merged else "",
                         merged.get("comment", ""),
                         task,
@@ -113,6 +117,22 @@ def manual_csv(
                 )
             )
     return "".join(rows)
+
+
+def manual_maxima(result: SubmissionResult, cfg: Config) -> dict[str, float]:
+    """The manual points of each item for this submission: the config's, or all of an item's
+    points where the grader handed the item over to a person (``grader.results.hand_over``)."""
+    out = {}
+    for item, rubric in cfg.rubric.items():
+        mine = result.items[item].manual if item in result.items else 0.0
+        if max(rubric.manual, mine) > 0:
+            out[item] = max(rubric.manual, mine)
+    return out
+
+
+def _reason(result: SubmissionResult, item: str) -> str:
+    messages = [c.message for c in result.items[item].cases if c.message.startswith("graded by hand")]
+    return messages[0] if messages else "graded by hand"
 
 
 def _task(item: str, result: SubmissionResult, given: dict[str, Any], cfg: Config) -> tuple[str, str]:
@@ -135,9 +155,12 @@ def _task(item: str, result: SubmissionResult, given: dict[str, Any], cfg: Confi
 
 
 def merge_sheet(
-    sheet: Path, students: list[str], cfg: Config, current: ManualScores
+    sheet: Path, students: list[str], cfg: Config, current: ManualScores,
+    maxima: dict[str, dict[str, float]] | None = None,
 ) -> tuple[ManualScores, MergeReport]:
     """Read a filled sheet and return the merged scores (``current`` updated) and a report.
+    ``maxima[student]``: that submission's manual points per item (``manual_maxima``) where they
+    differ from the config's (an item the grader handed over whole).
 
     Raises:
         MergeError: with every problem found; nothing is merged then.
@@ -179,7 +202,8 @@ def merge_sheet(
         if student not in known:
             problems.append(f"{where}: student {student!r} is not in this batch ({_some(students)})")
             continue
-        if item not in allowed:
+        mine = {**allowed, **(maxima or {}).get(student, {})}
+        if item not in mine:
             why = "has no points graded by hand" if item in cfg.rubric else "is not a rubric item"
             problems.append(f"{where}: item {item!r} {why} (items graded by hand: {', '.join(allowed)})")
             continue
@@ -198,13 +222,13 @@ def merge_sheet(
         if not math.isfinite(points) or points < 0:
             problems.append(
                 f"{where}: points {raw} for {student} {item} must be between 0 and "
-                f"{fmt_points(allowed[item])}"
+                f"{fmt_points(mine[item])}"
             )
             continue
-        if points > allowed[item] + 1e-9:
+        if points > mine[item] + 1e-9:
             problems.append(
                 f"{where}: {fmt_points(points)} points for {student} {item} is above its maximum "
-                f"of {fmt_points(allowed[item])}"
+                f"of {fmt_points(mine[item])}"
             )
             continue
         updates.setdefault(student, {})[item] = {"points": points, "comment": row.get("comment", "")}
