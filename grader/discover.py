@@ -35,6 +35,7 @@ __all__ = [
     "Discovery",
     "Location",
     "discover",
+    "is_lab1_file",
     "walk_files",
 ]
 
@@ -83,6 +84,22 @@ class Discovery:
         """Files to load in the worker, modules first (``FP_layers.py`` before all)."""
         names = [f for f in self.files if self.files[f].cells]
         return sorted(names, key=lambda f: (not f.endswith(".py"), Path(f).name != "FP_layers.py", f))
+
+    def by_hand(self) -> dict[str, list[str]]:
+        """Parts a person must grade because the submission holds nothing the grader can call:
+        ``{"lab1": [files to read]}`` when it defines none of the Lab 1 names (Lab 1 was free-form
+        before the project's lab1.ipynb: the student's own names or none), ``{"tf": []}`` when it
+        has no answers file (the T/F answers were in the written report). Their automatic points
+        go to the manual sheet instead of a silent 0 (``grader.results.hand_over``)."""
+        from grader.answers import ANSWER_FILES
+
+        out: dict[str, list[str]] = {}
+        if not any(REQUIRED[n] == "lab1" for n in self.found):
+            out["lab1"] = [f for f in self.files if is_lab1_file(f)] or \
+                [f for f in self.files if f.endswith(".ipynb")]
+        if not any((self.root / name).is_file() for name in ANSWER_FILES):
+            out["tf"] = []
+        return out
 
     def summary(self) -> list[str]:
         lines = [f"{name}: {loc}" for name, loc in self.found.items()]
@@ -219,10 +236,15 @@ def _our_template() -> frozenset[tuple[str, str]]:
     return frozenset(out)
 
 
+def is_lab1_file(file: str) -> bool:
+    """Named like a Lab 1 hand-in: lab1.ipynb, lab1_<name>.ipynb, HW4_Lab1.ipynb, hw4q1.ipynb, part1.py."""
+    return bool(re.search(r"lab_?1|q1|part_?1", Path(file).name.lower()))
+
+
 def _preference(file: str, part: str) -> tuple[int, str]:
     """Lower is preferred: the file a student most plausibly meant for this part."""
     name = Path(file).name.lower()
-    is_lab1 = bool(re.search(r"lab_?1|q1|part_?1", name))
+    is_lab1 = is_lab1_file(file)
     if part == "lab3":
         order = 0 if name == "fp_layers.py" else 1 if name.endswith(".py") else 2
     elif part == "lab1":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from grader.answers import read_answers
 from grader.redact import redact, submission_lines
-from grader.results import CaseResult, SubmissionResult, build_result
+from grader.results import CaseResult, SubmissionResult, build_result, hand_over
 from reference.config import REPO_ROOT, Config, load
 
 __all__ = ["RUBRIC_DIR", "GradeOptions", "grade_submission"]
@@ -97,6 +97,7 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
         grader_error=error,
         output=redact(payload.get("output", ""), own)[-20000:],
     )
+    hand_over(result, payload.get("by_hand") or {})
     result.execution_time = time.monotonic() - started
     if os.environ.get("HW4_DEBUG_PYTEST"):
         print(log.getvalue())

@@ -14,7 +14,7 @@ from typing import Any
 
 from reference.config import Config
 
-__all__ = ["STATUS_NOT_RUN", "CaseResult", "ItemResult", "SubmissionResult", "build_result"]
+__all__ = ["STATUS_NOT_RUN", "CaseResult", "ItemResult", "SubmissionResult", "build_result", "hand_over"]
 
 STATUS_NOT_RUN = "not run"
 
@@ -168,6 +168,35 @@ class SubmissionResult:
             items[key] = ItemResult(cases=cases, **raw)
         rest = {k: v for k, v in data.items() if k != "items"}
         return cls(items=items, **rest)
+
+
+#: parts a submission may hand over to a person (``Discovery.by_hand``): item prefix, what is missing
+_BY_HAND = {
+    "lab1": ("lab1.", "Lab 1", "defines none of the Lab 1 functions the grader calls (loss, gradient, run_gd, ...)"),
+    "tf": ("tf.", "True/False", "has no answers.yaml with the True/False choices"),
+}
+
+
+def hand_over(result: SubmissionResult, by_hand: dict[str, list[str]]) -> SubmissionResult:
+    """Give a person the parts the grader cannot grade: every point of their items becomes a
+    manual point of this submission (so ``manual.csv`` asks for all of it, with the files to
+    read), their automatic cases are recorded as not run with the reason, and a warning says so.
+    Nothing is lost: the automatic score was 0 for want of anything to call."""
+    for part, files in by_hand.items():
+        if part not in _BY_HAND:
+            continue
+        prefix, label, missing = _BY_HAND[part]
+        where = ", ".join(files) if files else "the written report"
+        reason = f"graded by hand: your submission {missing}; a person reads {where}"
+        for item in result.items.values():
+            if not item.item.startswith(prefix):
+                continue
+            item.manual = item.points
+            for case in item.cases:
+                case.status, case.score, case.max_score, case.fault = STATUS_NOT_RUN, 0.0, 0.0, None
+                case.message = reason
+        result.warnings.append(f"{label}: {reason} (its points are on the manual sheet)")
+    return result
 
 
 def build_result(student: str, cfg: Config, cases: list[CaseResult], **extra: Any) -> SubmissionResult:

@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from grader.discover import Discovery, discover
+from grader.discover import Discovery, discover, is_lab1_file
 from grader.errors import GraderError
 from reference import data as reference_data
 from reference.config import REPO_ROOT, Config
@@ -154,7 +154,7 @@ def _distinct(selected: dict[str, str]) -> dict[str, str]:
 
 
 def _lab1_name(file: str) -> bool:
-    return bool(re.search(r"lab_?1|q1|part_?1", Path(file).name.lower()))
+    return is_lab1_file(file)
 
 
 # ----------------------------------------------------------------------------- cache key

@@ -47,3 +47,32 @@ def test_an_older_term_without_lab3e_grades_its_two_argument_ste_in_full(tmp_pat
     failed = [f"{c.name}: {c.message}" for c in result.cases() if c.item == "lab3.a" and c.status != "passed"]
     assert not failed, failed
     assert abs(result.items["lab3.a"].score - 14) < 1e-3
+
+
+def test_lab1_without_our_names_goes_to_the_manual_sheet_with_the_file_to_read(tmp_path, repo_root):
+    """Before the project's lab1.ipynb, Lab 1 was free-form (hw4q1.ipynb, the student's own names)
+    and the T/F answers were in the written report: their points go to manual.csv, not a silent 0."""
+    import csv
+    import io
+
+    import pytest
+
+    from grader.outputs.manual import MergeError, manual_csv, manual_maxima, merge_sheet
+
+    sample = repo_root / "fixtures" / "submissions" / "alternative" / "course_2023f_handin"
+    result = grade(sample, k="lab1 or tf")
+    for item in ("lab1.b", "lab1.f", "tf.3"):
+        assert result.items[item].manual == CFG.rubric[item].points and result.items[item].possible == 0
+    lab1_case = next(c for c in result.cases() if c.item == "lab1.b")
+    assert lab1_case.status == "not run" and "a person reads hw4q1.ipynb" in lab1_case.message
+    assert any(w.startswith("Lab 1: graded by hand") and "hw4q1.ipynb" in w for w in result.warnings)
+    rows = {r["item"]: r for r in csv.DictReader(io.StringIO(manual_csv([result], {}, CFG, {})))}
+    assert rows["lab1.b"]["max_points"] == "3" and "hw4q1.ipynb" in rows["lab1.b"]["what_to_grade"]
+    assert rows["tf.1"]["max_points"] == "2" and "written report" in rows["tf.1"]["what_to_grade"]
+    sheet = tmp_path / "manual.csv"
+    sheet.write_text(f"student,item,points\n{result.student},lab1.b,3\n")
+    maxima = {result.student: manual_maxima(result, CFG)}
+    merged, _ = merge_sheet(sheet, [result.student], CFG, {}, maxima)
+    assert merged[result.student]["lab1.b"]["points"] == 3
+    with pytest.raises(MergeError):  # a submission that wrote our names has no such row
+        merge_sheet(sheet, [result.student], CFG, {})
