@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["ANSWER_FILES", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Answers", "read_answers"]
+__all__ = ["ANSWER_FILES", "MAX_BYTES", "MAX_DEPTH", "MAX_NODES", "Answers", "find_answers", "read_answers"]
 
 ANSWER_FILES = ("answers.yaml", "answers.yml", "answers.YAML")
 MAX_BYTES = 64 << 10  # ten explanations of 2,000 characters are 20 KB
@@ -84,11 +84,23 @@ class _BoundedLoader(yaml.SafeLoader):
             self._depth -= 1
 
 
-def read_answers(root: Path) -> Answers:
+def find_answers(root: Path) -> Path | None:
+    """The answers file: at the top of the submission, else the shallowest one in a folder (a
+    hand-in zipped with its folder: ``HW4 final/answers.yaml``); links are never followed."""
     path = next((root / n for n in ANSWER_FILES if (root / n).is_file()), None)
+    if path is not None:
+        return path
+    from grader.discover import walk_files
+
+    found = [rel for rel in walk_files(root)[0] if rel.name in ANSWER_FILES and len(rel.parts) <= 3]
+    return root / min(found, key=lambda rel: (len(rel.parts), str(rel))) if found else None
+
+
+def read_answers(root: Path) -> Answers:
+    path = find_answers(root)
     if path is None:
         return Answers(None, problems=["answers.yaml not found"])
-    out = Answers(path.name)
+    out = Answers(path.relative_to(root).as_posix())
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_BYTES + 1)
@@ -125,7 +137,7 @@ def read_answers(root: Path) -> Answers:
             out.choices[question] = choice
         elif raw_choice not in (None, ""):
             out.problems.append(
-                f"{path.name}: question {question}: cannot read {str(raw_choice)[:40]!r} as T or F"
+                f"{out.file}: question {question}: cannot read {str(raw_choice)[:40]!r} as T or F"
             )
         if explanation:
             out.explanations[question] = str(explanation)[:2000]
