@@ -91,13 +91,13 @@ class Discovery:
         before the project's lab1.ipynb: the student's own names or none), ``{"tf": []}`` when it
         has no answers file (the T/F answers were in the written report). Their automatic points
         go to the manual sheet instead of a silent 0 (``grader.results.hand_over``)."""
-        from grader.answers import ANSWER_FILES
+        from grader.answers import find_answers
 
         out: dict[str, list[str]] = {}
         if not any(REQUIRED[n] == "lab1" for n in self.found):
             out["lab1"] = [f for f in self.files if is_lab1_file(f)] or \
                 [f for f in self.files if f.endswith(".ipynb")]
-        if not any((self.root / name).is_file() for name in ANSWER_FILES):
+        if find_answers(self.root) is None:
             out["tf"] = []
         return out
 

@@ -76,3 +76,18 @@ def test_lab1_without_our_names_goes_to_the_manual_sheet_with_the_file_to_read(t
     assert merged[result.student]["lab1.b"]["points"] == 3
     with pytest.raises(MergeError):  # a submission that wrote our names has no such row
         merge_sheet(sheet, [result.student], CFG, {})
+
+
+def test_answers_in_the_folder_a_hand_in_was_zipped_with_are_read(tmp_path, correct_sample):
+    """A hand-in zipped with its folder ('HW4 final, Jane Doe/answers.yaml'): the answers are read
+    there (the shallowest copy wins), and T/F is not handed over to a person."""
+    from grader.answers import read_answers
+    from grader.discover import discover
+
+    inner = tmp_path / "HW4 final, Jane Doe"
+    (inner / "old").mkdir(parents=True)
+    (inner / "answers.yaml").write_bytes((correct_sample / "answers.yaml").read_bytes())
+    (inner / "old" / "answers.yaml").write_text('"1.1": T\n')
+    answers = read_answers(tmp_path)
+    assert answers.file == "HW4 final, Jane Doe/answers.yaml" and answers.choice("1.1") == CFG.tf_key["1.1"]
+    assert "tf" not in discover(tmp_path).by_hand()
