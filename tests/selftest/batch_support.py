@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -87,21 +87,37 @@ def limits_config(folder: Path) -> Path:
     return path
 
 
+def sample_config(sample: Path) -> str | None:
+    """The term config a sample is graded with (``expected.json``'s ``config``, relative to the
+    repository; None: the default term)."""
+    return expected(sample).get("config")
+
+
 def grade_samples(tmp: Path) -> SampleBatches:
-    """The session's sample batches (the real command, both at once): every sample but the
-    :data:`LIMITED` ones with the production config, those with :data:`LIMITS`. Each batch grades
-    a copy of its samples in the ``<kind>/<name>`` layout, so ids are those of the corpus."""
+    """The session's sample batches (the real command, all at once): every sample but the
+    :data:`LIMITED` ones and those of another term with the production config, the
+    :data:`LIMITED` ones with :data:`LIMITS`, each other term's samples with that term's config
+    (``expected.json``'s ``config``, as ``hw4grade --config`` would). Each batch grades a copy of
+    its samples in the ``<kind>/<name>`` layout, so ids are those of the corpus."""
     samples = sample_dirs()
     limited = [s for s in samples if s.relative_to(SUBMISSIONS).as_posix() in LIMITED]
-    main = [s for s in samples if s not in limited]
+    terms: dict[str, list[Path]] = {}
+    for s in samples:
+        if sample_config(s):
+            terms.setdefault(str(sample_config(s)), []).append(s)
+    main = [s for s in samples if s not in limited and not sample_config(s)]
     config = limits_config(tmp / "limits-config")
     args = ("--no-notebooks", "--layout", "grouped")
     started = {"main": start_folder(copy_samples(main, tmp / "subs"), tmp / "out", *args)}
     if limited:
         started["limited"] = start_folder(copy_samples(limited, tmp / "limited-subs"), tmp / "limited-out", *args,
                                           workers=1, env={"HW4_CONFIG": str(config)})
+    for term, group in terms.items():
+        name = Path(term).stem
+        started[term] = start_folder(copy_samples(group, tmp / f"term-{name}-subs"), tmp / f"term-{name}-out",
+                                     *args, workers=1, env={"HW4_CONFIG": str(ROOT / term)})
     done = {name: finish_folder(run) for name, run in started.items()}
-    return SampleBatches(done["main"], done.get("limited"), config)
+    return SampleBatches(done["main"], done.get("limited"), config, {t: done[t] for t in terms})
 
 
 #: parallel gradings in the session's notebook batch; each notebook kernel gets its share of the CPUs
@@ -112,7 +128,8 @@ def notebook_sample_dirs() -> list[Path]:
     """The samples graded with their notebooks executed: the correct one and those whose
     ``expected.json`` says ``notebook_check`` (the untouched template among them)."""
     correct = SUBMISSIONS / "correct" / "reference"
-    return [correct, *(s for s in all_sample_dirs() if s != correct and expected(s).get("notebook_check"))]
+    return [correct, *(s for s in all_sample_dirs() if s != correct and expected(s).get("notebook_check")
+                       and not sample_config(s))]
 
 
 def grade_notebook_samples(tmp: Path) -> GradedBatch:
@@ -183,15 +200,19 @@ class SampleBatches:
     main: GradedBatch
     limited: GradedBatch | None
     limited_config: Path
+    #: the samples of other terms, one batch per term config (the config's path -> its batch)
+    terms: dict[str, GradedBatch] = field(default_factory=dict)
 
     def __getattr__(self, name: str):
         return getattr(self.main, name)
 
     def _parts(self) -> list[GradedBatch]:
-        return [self.main] + ([self.limited] if self.limited is not None else [])
+        return [self.main] + ([self.limited] if self.limited is not None else []) + list(self.terms.values())
 
     def student_for(self, sample: Path) -> str:
         rel = sample.relative_to(SUBMISSIONS).as_posix()
+        if sample_config(sample) in self.terms:
+            return self.terms[str(sample_config(sample))].student_for(sample)
         return self._part_of_sample(rel).student_for(sample)
 
     def _part_of_sample(self, rel: str) -> GradedBatch:

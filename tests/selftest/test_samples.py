@@ -1,6 +1,7 @@
 """Every bundled sample gets the points its ``expected.json`` says (DESIGN section 7).
 
-Function-only grading (``points_no_notebooks``) for every sample, read from the session's batch;
+Function-only grading (``points_no_notebooks``) for every sample, read from the session's batches
+(a sample of another term, whose expected.json names its config, is graded with that config);
 full grading with notebook execution (``points``) for the samples of the session's notebook batch
 (the correct one and those marked ``notebook_check``).
 """
