@@ -82,6 +82,7 @@ class _State:
         self.ste_linked = None
         self.torch_save = None
         self.batch_cap_noted = False
+        self.cell_cpu = 0.0
         self.resolve_path = lambda path, mode: path  # portability.py's, once installed
 
 
@@ -686,6 +687,7 @@ def _pre_run_cell(info) -> None:
     _S.cell += 1
     _seed(_S.cell)
     _sweep()
+    _S.cell_cpu = time.process_time()
     emit("cell_start")
 
 
@@ -700,4 +702,5 @@ def _post_run_cell(result) -> None:
     except Exception as exc:
         nets = {}
         fields["harness_error"] = f"{type(exc).__name__}: {exc}"
-    emit("cell_end", nets=nets, **fields)
+    # CPU seconds of the cell (this process: the kernel), for timing reports on a busy machine
+    emit("cell_end", nets=nets, cpu=round(time.process_time() - _S.cell_cpu, 3), **fields)
