@@ -661,3 +661,26 @@ def test_lab3d_may_quantize_the_global_iterative_checkpoint(tmp_path):
     run = NotebookRun("hw4", "hw4.ipynb", tmp_path, status="finished", events=events)
     outcome = checks.bit_width_evaluations(_Session(run), "lab3.d")
     assert outcome.fraction == 1.0, outcome.problems
+
+
+def test_lab3c_accepts_the_courses_lab3d_finetune_overwriting_the_checkpoint(tmp_path):
+    """The course's Lab 3 (d) cell finetunes the pruned model after (c): quantized_net_after_finetune.pt
+    on disk is then (d)'s model, the last one saved, not a stale file."""
+    import torch
+
+    session = _Session(NotebookRun("hw4", "hw4.ipynb", tmp_path, status="finished"))
+    pre = session.pretrained_fingerprint
+    events = []
+    for b in CFG.lab3.finetune_bits:
+        events += [{"ev": "finetune_start", "cell": 22, "nbits": b, "symmetric": False, "fingerprint": pre},
+                   {"ev": "save", "cell": 22, "file": CFG.lab3.checkpoint, "fingerprint": f"c{b}"},
+                   {"ev": "finetune_end", "cell": 22, "nbits": b, "best": 0.9},
+                   {"ev": "test", "cell": 22, "fingerprint": f"c{b}", "nbits": b, "accuracy": 0.9}]
+    (tmp_path / "files").mkdir()
+    torch.save(session.pretrained, tmp_path / "files" / CFG.lab3.checkpoint)  # what (d) saved last
+    events += [{"ev": "finetune_start", "cell": 25, "nbits": 2, "symmetric": False, "fingerprint": "pruned"},
+               {"ev": "save", "cell": 25, "file": CFG.lab3.checkpoint, "fingerprint": pre},
+               {"ev": "finetune_end", "cell": 25, "nbits": 2, "best": 0.8}]
+    session.hw4.events = events
+    outcome = checks.lab3c_evaluated(session)
+    assert outcome.fraction == 1.0, outcome.problems
