@@ -216,7 +216,7 @@ def probe_cell(target, *, unit: str, label: str, source: str, init: dict, state:
     saved = {name: namespace.get(name, missing) for name in (*stubs, *defaults, "get_ipython")}
     saved_torch = (torch.save, torch.load, torchvision.datasets.CIFAR10, tud.DataLoader.__init__)
     out = io.StringIO()
-    error = None
+    error: dict | None = None
     try:
         namespace.update(stubs)
         for name, value in defaults.items():
@@ -224,7 +224,7 @@ def probe_cell(target, *, unit: str, label: str, source: str, init: dict, state:
         namespace["get_ipython"] = _NoShell
         torch.save, torch.load = rec.save_stub, rec.load_stub(state)
         torchvision.datasets.CIFAR10 = dataset
-        tud.DataLoader.__init__ = _without_workers(saved_torch[3])
+        tud.DataLoader.__init__ = _without_workers(saved_torch[3])  # type: ignore[method-assign]
         with contextlib.redirect_stdout(_Capped(out)):
             exec(code, namespace)  # noqa: S102 - the student's cell, inside the sandbox, with stubs
     except _Runaway as exc:
@@ -236,7 +236,7 @@ def probe_cell(target, *, unit: str, label: str, source: str, init: dict, state:
         error = {"type": type(exc).__name__, "message": _safe_str(exc), "traceback": _traceback(exc),
                  "line": line, "text": _line_text(source, line), "origin": _origin(exc)}
     finally:
-        torch.save, torch.load, torchvision.datasets.CIFAR10, tud.DataLoader.__init__ = saved_torch
+        torch.save, torch.load, torchvision.datasets.CIFAR10, tud.DataLoader.__init__ = saved_torch  # type: ignore[method-assign]
         for name, value in saved.items():
             if value is missing:
                 namespace.pop(name, None)
