@@ -180,8 +180,8 @@ _BY_HAND = {
 def hand_over(result: SubmissionResult, by_hand: dict[str, list[str]]) -> SubmissionResult:
     """Give a person the parts the grader cannot grade: every point of their items becomes a
     manual point of this submission (so ``manual.csv`` asks for all of it, with the files to
-    read), their automatic cases are recorded as not run with the reason, and a warning says so.
-    Nothing is lost: the automatic score was 0 for want of anything to call."""
+    read), their automatic tests give way to one "graded by hand" entry per item with the reason,
+    and a warning says so. Nothing is lost: the automatic score was 0 for want of anything to call."""
     for part, files in by_hand.items():
         if part not in _BY_HAND:
             continue
@@ -192,9 +192,9 @@ def hand_over(result: SubmissionResult, by_hand: dict[str, list[str]]) -> Submis
             if not item.item.startswith(prefix):
                 continue
             item.manual = item.points
-            for case in item.cases:
-                case.status, case.score, case.max_score, case.fault = STATUS_NOT_RUN, 0.0, 0.0, None
-                case.message = reason
+            item.cases = [CaseResult(name="graded_by_hand", item=item.item, kind="function", visibility="public",
+                                     weight=1.0, status=STATUS_NOT_RUN, doc=f"{item.title}: graded by a person.",
+                                     message=reason)]
         result.warnings.append(f"{label}: {reason} (its points are on the manual sheet)")
     return result
 
