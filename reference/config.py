@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_PATH",
     "REPO_ROOT",
     "load",
+    "read_merged",
 ]
 
 _PACKAGES = Path(__file__).resolve().parent.parent  # the folder holding reference/ and grader/
@@ -212,6 +213,12 @@ def _load_cached(path: Path) -> Config:
     sources: list[Path] = []
     cfg = _parse(path, _read(path, (), sources))
     return dataclasses.replace(cfg, sources=tuple(sources))
+
+
+def read_merged(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The raw TOML tables of a config with everything it extends merged in (what ``load``
+    parses): a term file written as a few lines on top of another, as one whole config."""
+    return _read(Path(path).resolve(), (), [])
 
 
 def _read(path: Path, seen: tuple[Path, ...], sources: list[Path]) -> dict[str, Any]:

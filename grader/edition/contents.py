@@ -115,8 +115,9 @@ def student_files(root: Path, config_path: Path) -> dict[str, bytes]:
     """
     from grader.edition.shake import ShakeError
     from grader.oracle import table_path
+    from reference.config import read_merged
 
-    raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+    raw = read_merged(config_path)  # a term file that extends another, as one whole config
     table = table_path(config_path)
     if not table.is_file():
         raise EditionError(f"{table}: missing; `hw4grade assign` records the reference's values for the "

@@ -123,3 +123,14 @@ def test_a_term_that_extends_itself_or_a_missing_file_is_refused(tmp_path):
     (tmp_path / "a.toml").write_text('[term]\nextends = "missing.toml"\n')
     with pytest.raises(ConfigError, match=r"missing\.toml: assignment config not found \(extended by .*a\.toml\)"):
         config.load(tmp_path / "a.toml")
+
+
+def test_a_term_file_reads_as_one_whole_config_for_the_student_edition():
+    """The student edition writes the term's config whole (reference.config.read_merged): a term
+    file that extends another must not come out as its few lines and a dangling `extends`."""
+    from grader.edition.contents import student_config
+
+    text = student_config(config.read_merged(TERMS / "2022F.toml"))
+    assert "extends" not in text
+    raw = __import__("tomllib").loads(text)
+    assert raw["lab2"]["q"] == 80.0 and raw["lab1"]["steps"] == 200 and raw["lab3"]["symmetric_bits"] == []
