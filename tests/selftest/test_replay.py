@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -86,25 +87,40 @@ def _log(tmp: Path) -> list[list[str]]:
     return [json.loads(line) for line in (tmp / "log.jsonl").read_text().splitlines()]
 
 
-def test_replayed_examples_are_the_ones_hypothesis_generates_and_nothing_is_drawn(tmp_path):
-    plain = _pytest(tmp_path, HW4_REPLAY="0")
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A toy folder run once under Hypothesis (``HW4_REPLAY=0``) and once recording: (folder, the
+    Hypothesis run's log, the recording run's log). Tests copy it before running it again."""
+    tmp = tmp_path_factory.mktemp("toy")
+    plain = _pytest(tmp, HW4_REPLAY="0")
     assert plain.returncode == 0, plain.stdout + plain.stderr
-    hypothesis_run = _log(tmp_path)
-    recording = _pytest(tmp_path)
+    hypothesis_run = _log(tmp)
+    recording = _pytest(tmp)
     assert recording.returncode == 0, recording.stdout + recording.stderr
-    assert _log(tmp_path) == hypothesis_run, "the recording run is not the run Hypothesis makes"
-    replayed = _pytest(tmp_path)
+    return tmp, hypothesis_run, _log(tmp)
+
+
+def _copy(recorded, tmp_path: Path) -> Path:
+    shutil.copytree(recorded[0], tmp_path / "toy")
+    return tmp_path / "toy"
+
+
+def test_replayed_examples_are_the_ones_hypothesis_generates_and_nothing_is_drawn(recorded, tmp_path):
+    _, hypothesis_run, recording_run = recorded
+    assert recording_run == hypothesis_run, "the recording run is not the run Hypothesis makes"
+    toy = _copy(recorded, tmp_path)
+    replayed = _pytest(toy)
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
     calls = [entry for entry in hypothesis_run if entry[0] != "drawn"]
-    assert _log(tmp_path) == calls, "the replay did not feed the body Hypothesis's examples, in order"
+    assert _log(toy) == calls, "the replay did not feed the body Hypothesis's examples, in order"
     assert len([c for c in calls if c[0] == "mixed"]) >= 20 and {c[0] for c in calls} == {"mixed", "param1", "param2"}
 
 
-def test_a_failure_on_replay_is_hypothesiss_own_failure(tmp_path):
+def test_a_failure_on_replay_is_hypothesiss_own_failure(recorded, tmp_path):
     """A submission failing a replayed test gets the message (shrunk input) Hypothesis gives it."""
-    assert _pytest(tmp_path).returncode == 0  # records
-    replayed = _pytest(tmp_path, TOY_FAIL="1")
-    plain = _pytest(tmp_path, TOY_FAIL="1", HW4_REPLAY="0")
+    toy = _copy(recorded, tmp_path)
+    replayed = _pytest(toy, TOY_FAIL="1")
+    plain = _pytest(toy, TOY_FAIL="1", HW4_REPLAY="0")
     assert replayed.returncode == plain.returncode == 1
 
     def failure(out: str) -> list[str]:
@@ -113,12 +129,12 @@ def test_a_failure_on_replay_is_hypothesiss_own_failure(tmp_path):
     assert failure(replayed.stdout) == failure(plain.stdout) != []
 
 
-def test_a_test_that_fails_on_replay_and_passes_under_hypothesis_fails_as_flaky(tmp_path):
+def test_a_test_that_fails_on_replay_and_passes_under_hypothesis_fails_as_flaky(recorded, tmp_path):
     """Two answers to one input: Hypothesis's final replay would have caught it; so does this."""
-    assert _pytest(tmp_path).returncode == 0  # records
+    toy = _copy(recorded, tmp_path)
     marker = tmp_path / "fail-once"
     marker.write_text("")
-    run = _pytest(tmp_path, TOY_FLAKY=str(marker))
+    run = _pytest(toy, TOY_FLAKY=str(marker))
     assert run.returncode == 1
     assert "FlakyFailure" in run.stdout and "passed under Hypothesis and failed when replayed" in run.stdout
 
