@@ -6,7 +6,7 @@ session's batches (test_samples.py); these tests pin single constructs to the it
 
 from __future__ import annotations
 
-from conftest import grade
+from grade_one import grade
 
 from fixtures.samples import specs_course as course
 from reference.config import load

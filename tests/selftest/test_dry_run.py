@@ -68,7 +68,7 @@ def test_the_courses_sparsity_check_is_read_without_a_total(handin):
 
 def test_the_lab2c_sparsity_test_gives_full_credit_to_the_courses_cell(handin):
     """The grading test itself (graded as a batch grades): no 'Total sparsity' line demanded."""
-    from conftest import grade
+    from grade_one import grade
 
     result = grade(handin.root, k="lab2c_sparsity")
     (case,) = [c for c in result.cases() if "sparsity" in c.name and c.kind == "function"]

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import pytest
 from batch_support import BATCH_TIMEOUT_S, LIMITS, limits_config, meets
-from conftest import ROOT, SUBMISSIONS, grade
+from conftest import ROOT, SUBMISSIONS
+from grade_one import grade
 
 from fixtures.samples.specs_malicious import CANARY_DIR, CANARY_FILE, FORK_SLEEP, NET_PORT, SAMPLES
 from grader.archive import unpack_submissions

@@ -87,7 +87,11 @@ def test_correct_notebooks_run_to_the_end_within_the_budget(correct_run):
         not_run = [c.number for c in run.cells if c.cell_type == "code" and c.status != "ok"]
         assert not not_run, f"{run.file}: cells {not_run} did not run"
         assert run.seconds < CFG.grading.notebook_budget_s
-    assert correct_run.notes == []
+    # The only note is the fast mode's statement of what it trains on (issue 13 wants it in the
+    # feedback of every notebook that trains); anything else would be a problem of the solution.
+    cap = [n for n in correct_run.notes if "fast grading mode trains each epoch" in n]
+    assert [n for n in correct_run.notes if n not in cap] == []
+    assert [n.split(":")[0] for n in cap] == ["hw4.ipynb"]
 
 
 def test_correct_sample_passes_every_notebook_check(correct_run, correct_sample, graded):

@@ -76,7 +76,7 @@ def test_grading_the_same_submission_again_gives_identical_results(sample_batch,
     """Derandomized Hypothesis and seeded calls: a second grading (alone, in a new process, every
     property test under Hypothesis: no replayed examples, see grader.replay) of a sample that fails
     property tests gives the same cases, scores and messages as the batch's."""
-    from conftest import grade
+    from grade_one import grade
 
     path = SUBMISSIONS / sample
     in_batch = sample_batch.result(sample_batch.student_for(path))
