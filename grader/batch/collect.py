@@ -115,19 +115,22 @@ def collect(submissions: Path, work: Path, layout: str = "auto") -> Collection:
             f"{submissions}: no submissions found (expected one folder or .zip file per student)"
         )
     if submissions.is_file() and skipped:
-        sources = _tell_owners(sources, skipped, export, root, work)
+        sources = _tell_owners(sources, skipped, export, root, work, label)
     return Collection(_dedupe(sources, warnings), warnings)
 
 
 def _tell_owners(
-    sources: list[Source], skipped: list[tuple[str, str]], export: Path, root: Path, work: Path
+    sources: list[Source], skipped: list[tuple[str, str]], export: Path, root: Path, work: Path, label: str
 ) -> list[Source]:
     """Give each export entry that was not unpacked to the submission it belonged to, as a
     warning that student reads (the batch's warnings name it too). An entry that was a whole
-    submission (a student's zip) has no submission left to tell: the batch warning says it."""
+    submission (a student's zip, or every file of a student's folder) leaves that student with
+    nothing to grade: they still get a submission, an empty one, whose warning says why -- a
+    row of 0 points in the gradebook rather than a student who silently vanished."""
     prefix = root.relative_to(export).parts
     paths = {s.path for s in sources}
     told: dict[Path, list[str]] = {}
+    lost: dict[str, tuple[str, list[str]]] = {}  # student id -> (origin, warnings)
     for name, why in skipped:
         parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
         rest = parts[len(prefix):] if parts[: len(prefix)] == list(prefix) else []
@@ -141,7 +144,34 @@ def _tell_owners(
             told.setdefault(owner, []).append(
                 f"{'/'.join(rest)}: not unpacked from the export ({why}); graded without it"
             )
-    return [replace(s, warnings=(*s.warnings, *told.get(s.path, ()))) for s in sources]
+        elif (whose := _lost_submission(rest, root)) is not None:
+            student, origin = whose
+            lost.setdefault(student, (f"{label}{origin}", []))[1].append(
+                f"{'/'.join(rest)}: your submission could not be unpacked from the export ({why}); "
+                "nothing of it could be graded"
+            )
+    out = [replace(s, warnings=(*s.warnings, *told.get(s.path, ()))) for s in sources]
+    for student, (origin, warnings) in sorted(lost.items()):
+        empty = work / "not-unpacked" / student
+        shutil.rmtree(empty, ignore_errors=True)
+        empty.mkdir(parents=True)
+        out.append(Source(student, empty, "folder", origin, tuple(warnings)))
+    return out
+
+
+def _lost_submission(rest: list[str], root: Path) -> tuple[str, str] | None:
+    """(student id, origin) of the submission a skipped export entry was all of, or None when the
+    entry was a stray file. ``rest``: the entry's path below the export's root."""
+    def stem(name: str) -> str:
+        return name[:-4] if name.lower().endswith(".zip") else name
+
+    if m := CANVAS.match(rest[0]):  # a loose Canvas file of a student none of whose files remain
+        return sanitize_id(f"{m.group('who')}_{m.group('uid')}"), f"{m.group('who')}_{m.group('uid')}_*"
+    if len(rest) == 1:
+        return (sanitize_id(stem(rest[0])), rest[0]) if rest[0].lower().endswith(".zip") else None
+    if (root / rest[0]).is_dir():  # a group whose member (a zip or a folder) was lost whole
+        return sanitize_id(f"{rest[0]}-{stem(rest[1])}"), "/".join(rest[:2])
+    return sanitize_id(rest[0]), rest[0]  # a student folder none of whose files could be unpacked
 
 
 def _entries(folder: Path) -> list[Path]:

@@ -417,3 +417,30 @@ def test_a_batch_over_an_export_with_bad_entries_grades_every_student(tmp_path):
     assert len(told["alice"]) == 4 and any(LONG in w and "over 255 bytes" in w for w in told["alice"])
     assert len(told["dave_12"]) == 1 and told["bob"] == told["carol"] == []
     assert any("caf\\xe9.py" in w and "not valid UTF-8" in w for w in report.warnings)
+
+
+def test_a_student_whose_whole_entry_could_not_be_unpacked_is_still_in_the_gradebook(tmp_path):
+    """A student's zip (or every file of a student's folder) that the export cannot give us is
+    not a student who vanished: they get a row (graded on an empty folder, as a student whose own
+    archive was refused) and feedback saying why; the others are graded as usual."""
+    from batch_support import fake_grade
+
+    from grader.batch import run_batch
+    from grader.grade import GradeOptions
+
+    lost_zip = "eve_" + "y" * 260 + ".zip"  # a name no Linux file system can hold
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("bob.zip", zip_bytes(GOOD))
+        zf.writestr(lost_zip, zip_bytes(GOOD))
+        zf.writestr(f"frank/{LONG}", "x")  # frank's only file
+    write(tmp_path / "export.zip", buf.getvalue())
+    report = run_batch(tmp_path / "export.zip", tmp_path / "out", GradeOptions(notebooks=False),
+                       grade_fn=fake_grade, progress=False, workers=1)
+    eve = next((s for s in report.students if s.startswith("eve_")), None)
+    assert eve is not None and "frank" in report.students and "bob" in report.students, report.students
+    results = {r.student: r for r in report.results}
+    for student in (eve, "frank"):
+        told = [w for w in results[student].warnings if "could not be unpacked from the export" in w]
+        assert told and "over 255 bytes" in told[0], results[student].warnings
+    assert not any("export" in w for w in results["bob"].warnings)
