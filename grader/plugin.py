@@ -377,6 +377,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not path:
         return
     sub = session.config.stash.get(_SUBMISSION, None)
+    notebook_run = _self_check_notebooks(session.config, sub)
     payload = {
         "cases": [vars(c) for c in _RECORDS],
         "isolation": sub.isolation.describe() if sub is not None else "",
@@ -387,5 +388,40 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "load_failed": sub.load_failed if sub is not None else None,
         "output": sub.session.output() if sub is not None else "",
         "exitstatus": int(exitstatus),
+        "notebook_run": notebook_run,
     }
     Path(path).write_text(json.dumps(payload))
+
+
+def _self_check_notebooks(config: pytest.Config, sub) -> dict:
+    """A self-check with ``--notebooks`` (public tests, notebooks run): every notebook check is
+    hidden, so none would run them; run them here and say, per notebook, whether it ran to the
+    end in the fast grading mode, and the run's notes (a failed cell with its error, the GPU or
+    Colab mappings, the fast mode's epoch cap). No points: the checks are the grading's."""
+    public_only = config.getoption("--hw4-visibility") == "public"
+    if not public_only or config.getoption("--hw4-notebooks") != "run" or sub is None:
+        return {}
+    from grader.notebooks import run_for_session
+
+    try:
+        nb = run_for_session(config, sub, load())
+    except GraderError as exc:
+        return {"ok": False, "lines": [f"the notebooks could not be run (not your fault): {exc}"]}
+    if not nb.runs:
+        return {"ok": True, "lines": ["no notebook to run (hw4.ipynb, lab1.ipynb or one defining their code)"]}
+    lines, ok = [], True
+    runs = list({id(r): r for r in nb.runs.values()}.values())  # a notebook holding both labs ran once
+    for run in runs:
+        failed = run.failed_cells()
+        if run.status == "finished" and not failed:
+            lines.append(f"{run.file}: ran to the end ({len([c for c in run.cells if c.cell_type == 'code'])} "
+                         "code cells)")
+        elif run.status == "finished":
+            ok = False
+            lines.append(f"{run.file}: ran to the end, but {len(failed)} cell(s) raised an error (below)")
+        else:
+            ok = False
+            lines.append(f"{run.file}: did not run to the end ({run.status}; below)")
+    lines += [f"  {note}" for note in nb.notes]
+    return {"ok": ok, "lines": lines}
+

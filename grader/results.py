@@ -78,6 +78,9 @@ class SubmissionResult:
     warnings: list[str] = field(default_factory=list)
     grader_error: str | None = None  # the grader itself failed on this submission
     output: str = ""  # what the student's code printed (capped), for the instructor
+    # A self-check with --notebooks: {"ok": every notebook ran to the end, "lines": one per
+    # notebook and note}. Empty otherwise (grading reports the notebooks through its checks).
+    notebook_run: dict[str, Any] = field(default_factory=dict)
 
     @property
     def score(self) -> float:

@@ -95,8 +95,10 @@ def rows(result: SubmissionResult) -> list[Row]:
 
 
 def all_passed(result: SubmissionResult) -> bool:
-    """Exit status 0 of a self-check: every public test that ran passed, and the grader worked."""
-    return result.grader_error is None and all(r.status == PASSED for r in rows(result))
+    """Exit status 0 of a self-check: every public test that ran passed, the grader worked, and
+    (with ``--notebooks``) every notebook ran to the end."""
+    return (result.grader_error is None and all(r.status == PASSED for r in rows(result))
+            and result.notebook_run.get("ok", True))
 
 
 def render(
@@ -113,7 +115,14 @@ def render(
     if result.grader_error:
         last = [ln for ln in result.grader_error.strip().splitlines() if ln.strip()][-1:] or ["unknown error"]
         lines.append(f"The checker itself failed (not your fault): {line(last[0])[:width]}")
-    lines += [f"note: {_first_line(w)[:width]}" for w in result.warnings[:3]]
+    shown = set(result.notebook_run.get("lines", ()))  # notebook notes: in their own section below
+    lines += [f"note: {_first_line(w)[:width]}" for w in [w for w in result.warnings if f"  {w}" not in shown][:3]]
+    if result.notebook_run:
+        lines.append("Notebooks (run in the fast grading mode):")
+        nb_lines = result.notebook_run.get("lines", [])
+        lines += [f"  {_clip(_first_line(x), width - 2)}" for x in nb_lines[:12]]
+        if len(nb_lines) > 12:
+            lines.append(f"  ... and {len(nb_lines) - 12} more")
     started = [r for r in table if r.status != NOT_STARTED]
     todo = [r for r in table if r.status == NOT_STARTED]
     tf_todo = _tf_todo(answers, questions)
@@ -164,6 +173,9 @@ def render(
     next_row = failing[0] if failing else (todo[0] if todo else None)
     if next_row is not None:
         summary += f" Next: {'fix' if next_row.status == FAILED else 'start'} {next_row.item}."
+    elif total_run and not result.grader_error and not result.notebook_run.get("ok", True):
+        summary += (" All public tests pass, but a notebook did not run cleanly (above): fix it before"
+                    " you hand in, its checks are graded.")
     elif total_run and not result.grader_error:
         summary += " All public tests pass; hidden tests and notebook checks run when you hand in."
     lines.append(summary)

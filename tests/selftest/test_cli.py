@@ -187,3 +187,20 @@ def test_check_never_names_a_hidden_test(checks, sample_batch):
             c.doc for c in result.cases() if c.visibility == "public"
         }
         assert [d for d in hidden_docs if d in out] == [], name
+
+
+@pytest.mark.slow
+def test_check_with_notebooks_runs_them_and_names_the_cell_that_fails(notebook_batch):
+    """``hw4grade check --notebooks`` runs the notebooks in the fast grading mode and says, per
+    notebook, whether it ran to the end, naming the cell and the error where it did not; such a
+    notebook makes the check fail (exit 1) even when every public function test passes. The
+    notebook batch ran this sample before, so the run comes from the session's cache."""
+    sample = SUBMISSIONS / "buggy" / "nb_error_in_one_cell"
+    proc = run_cli("check", str(sample), "--notebooks")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    section = proc.stdout.split("Notebooks (run in the fast grading mode):", 1)
+    assert len(section) == 2, proc.stdout
+    lines = section[1].splitlines()
+    assert any(ln.strip().startswith("lab1.ipynb: ran to the end") for ln in lines), proc.stdout
+    hw4 = [ln for ln in lines if "hw4.ipynb" in ln and "NameError" in ln]
+    assert hw4 and "cell" in hw4[0], proc.stdout
