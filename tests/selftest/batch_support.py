@@ -94,7 +94,26 @@ def sample_config(sample: Path) -> str | None:
 
 
 def grade_samples(tmp: Path) -> SampleBatches:
-    """The session's sample batches (the real command, all at once): every sample but the
+    """:func:`start_samples` and wait for them."""
+    return start_samples(tmp).finish()
+
+
+@dataclass
+class StartedSamples:
+    """The session's sample batches, running (:func:`start_samples`); :meth:`finish` waits."""
+
+    started: dict[str, _Started]
+    limited_config: Path
+    terms: list[str]
+
+    def finish(self) -> SampleBatches:
+        done = {name: finish_folder(run) for name, run in self.started.items()}
+        return SampleBatches(done["main"], done.get("limited"), self.limited_config,
+                             {t: done[t] for t in self.terms})
+
+
+def start_samples(tmp: Path) -> StartedSamples:
+    """Start the session's sample batches (the real command, all at once): every sample but the
     :data:`LIMITED` ones and those of another term with the production config, the
     :data:`LIMITED` ones with :data:`LIMITS`, each other term's samples with that term's config
     (``expected.json``'s ``config``, as ``hw4grade --config`` would). Each batch grades a copy of
@@ -116,8 +135,7 @@ def grade_samples(tmp: Path) -> SampleBatches:
         name = Path(term).stem
         started[term] = start_folder(copy_samples(group, tmp / f"term-{name}-subs"), tmp / f"term-{name}-out",
                                      *args, workers=1, env={"HW4_CONFIG": str(ROOT / term)})
-    done = {name: finish_folder(run) for name, run in started.items()}
-    return SampleBatches(done["main"], done.get("limited"), config, {t: done[t] for t in terms})
+    return StartedSamples(started, config, list(terms))
 
 
 #: parallel gradings in the session's notebook batch; each notebook kernel gets its share of the CPUs
@@ -132,11 +150,11 @@ def notebook_sample_dirs() -> list[Path]:
                        and not sample_config(s))]
 
 
-def grade_notebook_samples(tmp: Path) -> GradedBatch:
-    """The session's notebook batch: the real command, notebooks executed, on a copy of
-    :func:`notebook_sample_dirs` (same layout and ids)."""
+def start_notebook_samples(tmp: Path) -> _Started:
+    """Start the session's notebook batch: the real command, notebooks executed, on a copy of
+    :func:`notebook_sample_dirs` (same layout and ids); :func:`finish_folder` waits for it."""
     subs = copy_samples(notebook_sample_dirs(), tmp / "subs")
-    return grade_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS)
+    return start_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS)
 
 
 def expected(sample: Path) -> dict:

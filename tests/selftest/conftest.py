@@ -49,15 +49,33 @@ def reference_cache(tmp_path_factory):
         yield path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _session_batches_start_first(request):
+    """The two session batches (below) cost most of the suite's time, so they start in the
+    background before the first test whenever a collected test needs them; the tests that need
+    them run last (:func:`run_batch_tests_last`), so the rest of the suite runs while they grade
+    instead of after. Without this the suite ran its serial tests on one core while the other
+    idled, then waited on each batch in turn (26 min here, 2026-12-03)."""
+    needed = set().union(*(item.fixturenames for item in request.session.items))
+    for batch in ("sample_batch", "notebook_batch"):
+        if batch in needed:
+            request.getfixturevalue(f"_{batch}_started")
+
+
 @pytest.fixture(scope="session")
-def sample_batch(tmp_path_factory):
+def _sample_batch_started(tmp_path_factory, reference_cache):
+    from batch_support import start_samples
+
+    return start_samples(tmp_path_factory.mktemp("sample-batch"))
+
+
+@pytest.fixture(scope="session")
+def sample_batch(_sample_batch_started):
     """Every bundled sample graded once per session by the real command line:
     ``hw4grade grade SUBS --out OUT --workers 2 --no-notebooks`` (``batch_support.SampleBatches``:
     the samples that wait on a limit in a batch of their own with short test limits; read it,
-    never write to it: copy it first)."""
-    from batch_support import grade_samples
-
-    return grade_samples(tmp_path_factory.mktemp("sample-batch"))
+    never write to it: copy it first). Started with the session (``_session_batches_start_first``)."""
+    return _sample_batch_started.finish()
 
 
 @pytest.fixture(scope="session")
@@ -80,14 +98,21 @@ def notebook_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def notebook_batch(tmp_path_factory, notebook_cache):
+def _notebook_batch_started(tmp_path_factory, reference_cache, notebook_cache):
+    from batch_support import start_notebook_samples
+
+    return start_notebook_samples(tmp_path_factory.mktemp("notebook-batch"))
+
+
+@pytest.fixture(scope="session")
+def notebook_batch(_notebook_batch_started):
     """The samples whose notebooks are checked (``batch_support.notebook_sample_dirs``), graded in
     full once per session by the real command: ``hw4grade grade SUBS --out OUT --workers 2``,
     notebooks executed. test_notebooks.py reads their notebook checks, test_samples.py their
-    points. Read it, never write to it."""
-    from batch_support import grade_notebook_samples
+    points. Read it, never write to it. Started with the session (``_session_batches_start_first``)."""
+    from batch_support import finish_folder
 
-    return grade_notebook_samples(tmp_path_factory.mktemp("notebook-batch"))
+    return finish_folder(_notebook_batch_started)
 
 
 #: fixtures that cost minutes: a test using one is slow whether or not it says so
@@ -96,6 +121,18 @@ _SLOW_FIXTURES = {"sample_batch", "notebook_cache", "notebook_batch"}
 
 def pytest_collection_modifyitems(config, items):
     mark_slow_tests(items)
+    run_batch_tests_last(items)
+
+
+def run_batch_tests_last(items) -> None:
+    """Tests that read a session batch move to the end (those of the sample batch first, then
+    those of the notebook batch, each group in its collected order): the batches grade in the
+    background while everything else runs."""
+    def waits_for(item) -> int:
+        names = set(getattr(item, "fixturenames", ()))
+        return 2 if names & {"notebook_batch", "notebook_cache"} else 1 if "sample_batch" in names else 0
+
+    items.sort(key=waits_for)  # stable: the collected order within each group
 
 
 def mark_slow_tests(items) -> None:

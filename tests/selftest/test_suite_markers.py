@@ -36,3 +36,15 @@ def test_the_collected_batch_tests_carry_the_markers(request):
         if "sample_batch" in item.fixturenames:
             assert item.get_closest_marker("slow") is not None, item.nodeid
             assert item.get_closest_marker("timeout").args[0] >= BATCH_TIMEOUT_S, item.nodeid
+
+
+def test_tests_reading_a_session_batch_run_last_in_their_collected_order():
+    """The batches grade in the background from the session's start: every other test runs
+    first, then those of the sample batch, then those of the notebook batch."""
+    from conftest import run_batch_tests_last
+
+    items = [_Item(["notebook_batch"]), _Item(["sample_batch"]), _Item(["tmp_path"]),
+             _Item(["notebook_cache"]), _Item(["sample_batch", "tmp_path"]), _Item([])]
+    order = list(items)
+    run_batch_tests_last(order)
+    assert [items.index(i) for i in order] == [2, 5, 1, 4, 0, 3]
