@@ -2,7 +2,7 @@
 
 import pytest
 from batch_support import BATCH_TIMEOUT_S
-from conftest import mark_slow_tests
+from conftest import mark_slow_tests, run_batch_tests_last
 
 
 class _Item:
@@ -41,8 +41,6 @@ def test_the_collected_batch_tests_carry_the_markers(request):
 def test_tests_reading_a_session_batch_run_last_in_their_collected_order():
     """The batches grade in the background from the session's start: every other test runs
     first, then those of the sample batch, then those of the notebook batch."""
-    from conftest import run_batch_tests_last
-
     items = [_Item(["notebook_batch"]), _Item(["sample_batch"]), _Item(["tmp_path"]),
              _Item(["notebook_cache"]), _Item(["sample_batch", "tmp_path"]), _Item([])]
     order = list(items)
