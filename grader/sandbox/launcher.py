@@ -528,7 +528,7 @@ def sweep_orphaned_uids() -> list[int]:
 
 def _sandbox_uids_running() -> set[int]:
     """Sandbox uids (real, effective or saved) that some process runs as, in one /proc scan."""
-    found = set()
+    found: set[int] = set()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue

@@ -49,6 +49,7 @@ import sys
 import time
 import traceback
 import types
+from collections import OrderedDict
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's folder out
 
@@ -299,7 +300,8 @@ def build_module(spec: dict):
         module = given_resnet(spec.get("fp", "float")).ResNetCIFAR(**init)
     elif kind in ("Sequential", "ModuleDict"):
         children = {name: build_module(child) for name, child in spec["children"]}
-        module = nn.Sequential(dict(children)) if kind == "Sequential" else nn.ModuleDict(children)
+        # torch's Sequential takes names only in an OrderedDict (a dict is taken for a module)
+        module = nn.Sequential(OrderedDict(children)) if kind == "Sequential" else nn.ModuleDict(children)
     elif kind in _LAYERS:
         module = getattr(nn, kind)(**init)
     else:
@@ -346,7 +348,7 @@ def given_resnet(fp: str) -> types.ModuleType:
     if key not in _GIVEN:
         if fp == "float":
             fp_module = _load_file("_hw4_fp_float", os.path.join(GIVEN_DIR, "fp_layers_float.py"))
-            fp_module.STE = _FullPrecisionSTE  # the template's STE is a stub whose backward raises
+            fp_module.STE = _FullPrecisionSTE  # type: ignore[attr-defined]  # the template's STE is a stub whose backward raises
         else:
             fp_module = _student_fp_layers()
         saved = sys.modules.get("FP_layers")
@@ -381,13 +383,15 @@ def _student_fp_layers() -> types.ModuleType:
         if hasattr(unit, "STE"):
             # A notebook that redefines only STE inline: the given wrappers around the student's STE.
             module = _load_file("_hw4_fp_wrap", os.path.join(GIVEN_DIR, "fp_layers_float.py"))
-            module.STE = unit.STE
+            module.STE = unit.STE  # type: ignore[attr-defined]
             return module
     raise Reply("missing", "STE is not defined in your submission")
 
 
 def _load_file(name: str, path: str) -> types.ModuleType:
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

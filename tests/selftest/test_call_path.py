@@ -107,3 +107,34 @@ def test_the_sandbox_starts_before_the_grading_imports_torch_and_stops_if_unused
     assert [e[0] for e in out["seen"]].count("launch") == 1, "the launched sandbox was not the one used"
     if not uses_sandbox:
         assert out["seen"][1][0] == "close", out["seen"]
+
+
+def _worker_module(monkeypatch):
+    """The sandbox side's ``worker.py``, imported here as the worker imports it (its folder on
+    the path, for ``import channel``)."""
+    import importlib
+    import sys
+
+    for name in ("worker", "channel"):  # gone again after the test, as they were before it
+        monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(Path(proxy.__file__).parent))
+    return importlib.import_module("worker")
+
+
+def test_a_sequential_travels_to_the_worker_with_its_children_names_and_state(monkeypatch):
+    """A model handed to student code as an ``nn.Sequential`` is rebuilt by the worker with the
+    same children, names and weights (it was built with ``nn.Sequential(dict)``, which torch
+    refuses: 'dict is not a Module subclass')."""
+    worker = _worker_module(monkeypatch)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 2))
+    net.add_module("head", nn.ModuleDict({"fc": nn.Linear(2, 2)}))
+    spec = proxy.module_spec(net)
+    rebuilt = worker.build_module(spec.body)
+    assert isinstance(rebuilt, nn.Sequential)
+    assert [name for name, _ in rebuilt.named_children()] == ["0", "1", "2", "3", "head"]
+    assert isinstance(rebuilt.head, nn.ModuleDict)
+    want, got = net.state_dict(), rebuilt.state_dict()
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)
