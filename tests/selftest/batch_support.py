@@ -93,11 +93,6 @@ def sample_config(sample: Path) -> str | None:
     return expected(sample).get("config")
 
 
-def grade_samples(tmp: Path) -> SampleBatches:
-    """:func:`start_samples` and wait for them."""
-    return start_samples(tmp).finish()
-
-
 @dataclass
 class StartedSamples:
     """The session's sample batches, running (:func:`start_samples`); :meth:`finish` waits."""
@@ -254,10 +249,6 @@ class SampleBatches:
 
     def results_json(self, student: str) -> dict:
         return self.part(student).results_json(student)
-
-
-def grade_folder(submissions: Path, out: Path, *extra: str, workers: int = 2) -> GradedBatch:
-    return finish_folder(start_folder(submissions, out, *extra, workers=workers))
 
 
 @dataclass
