@@ -152,6 +152,11 @@ class Submission:
     def close(self) -> None:
         self.session.close()
 
+    def __repr__(self) -> str:
+        # Hypothesis prints a failing example's arguments, this fixture among them, into the
+        # feedback: no memory address there (feedback is the same each time it is graded)
+        return "<your submission>"
+
     def __enter__(self) -> Submission:
         return self
 

@@ -225,6 +225,17 @@ def test_the_sample_batch_ran_to_the_end_without_grader_errors(sample_batch):
 
 
 @pytest.mark.slow
+def test_no_feedback_shows_a_memory_address(sample_batch):
+    """A failing example's arguments include the grader's own objects (the ``submission``
+    fixture): their text must not change from one grading to the next (determinism)."""
+    import re
+
+    shown = {s: re.findall(r"object at 0x[0-9a-f]+", (sample_batch.out / s / "feedback.md").read_text())
+             for s in sample_batch.students()}
+    assert not {s: found[:2] for s, found in shown.items() if found}
+
+
+@pytest.mark.slow
 def test_every_results_json_of_the_samples_is_schema_valid(sample_batch):
     bad = {s: problems(sample_batch.results_json(s)) for s in sample_batch.students()}
     assert {s: p for s, p in bad.items() if p} == {}
