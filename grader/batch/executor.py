@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from grader.batch.job import Job
 from grader.outputs.atomic import write_text
@@ -41,6 +41,15 @@ class Outcome:
     record: dict[str, Any] | None
     failure: str | None = None
     seconds: float = 0.0
+
+
+class SlotHooks(Protocol):
+    """What :class:`ForkExecutor` asks of per-slot resources (``grader.sandbox.shared.SlotSandboxes``)."""
+
+    def before_fork(self, slot: int) -> None: ...
+    def after_fork(self) -> None: ...
+    def job_done(self, slot: int, clean: bool) -> None: ...
+    def close(self) -> None: ...
 
 
 class Executor(ABC):
@@ -100,6 +109,7 @@ class ForkExecutor(Executor):
         threads: int | None = None,
         poll_s: float = 0.05,
         tmp_root: Path | None = None,
+        slot_sandboxes: Callable[[Path], SlotHooks] | None = None,
     ):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -111,6 +121,8 @@ class ForkExecutor(Executor):
         # under a private home).
         self.tmp_root = Path(tmp_root) if tmp_root else None
         self.threads = threads or threads_per_worker(workers)
+        #: makes the slots' shared sandboxes (``grader.sandbox.shared``) given their staging root
+        self.slot_sandboxes = slot_sandboxes
 
     def run(
         self,
@@ -127,13 +139,14 @@ class ForkExecutor(Executor):
         pending = deque(jobs)
         running: dict[int, _Child] = {}
         free = list(range(self.workers - 1, -1, -1))
+        slots = self.slot_sandboxes(self.tmp_root / "slots") if self.slot_sandboxes else None
         with _deferred_ctrl_c() as interrupted:
             try:
                 while pending or running:
                     if interrupted():
                         raise KeyboardInterrupt
                     while pending and free:
-                        child = self._start(pending.popleft(), free.pop(), fn)
+                        child = self._start(pending.popleft(), free.pop(), fn, slots)
                         running[child.pid] = child
                         if started:
                             started(child.job)
@@ -150,20 +163,26 @@ class ForkExecutor(Executor):
                     for child, how in finished:
                         del running[child.pid]
                         free.append(child.slot)
-                        yield self._collect(child, how)
+                        outcome = self._collect(child, how)
+                        if slots:
+                            slots.job_done(child.slot, clean=outcome.failure is None)
+                        yield outcome
                     if not finished:
                         time.sleep(self.poll_s)
             finally:
                 for pid, child in running.items():
                     _kill(pid)
                     self._cleanup(child)
+                if slots:
+                    slots.close()
                 shutil.rmtree(self.tmp_root, ignore_errors=True)
                 # A child killed outright never killed its sandbox: at the rlimit level its worker
                 # and any daemon it forked would outlive the batch (issue 14). Their uids are
                 # free now; whatever still runs as one of them is swept.
                 sweep_orphaned_uids()
 
-    def _start(self, job: Job, slot: int, fn: Callable[[Job, int], dict[str, Any]]) -> _Child:
+    def _start(self, job: Job, slot: int, fn: Callable[[Job, int], dict[str, Any]],
+               slots: SlotHooks | None = None) -> _Child:
         result_path = self.scratch / f"{job.student}.{uuid.uuid4().hex}.json"
         tmp = Path(tempfile.mkdtemp(prefix=f"slot{slot}-", dir=self.tmp_root))
         # The sandbox's unprivileged uid must reach the staging folders created under it.
@@ -172,6 +191,8 @@ class ForkExecutor(Executor):
         parent = os.getpid()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # else the child inherits and prints the parent's buffered text again
+        if slots:
+            slots.before_fork(slot)  # the child inherits the slot's sandbox
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its work shows in the records it writes
             _child_main(
@@ -184,6 +205,8 @@ class ForkExecutor(Executor):
                 parent=parent,
                 threads=self.threads,
             )
+        if slots:
+            slots.after_fork()
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also done in the child: whichever runs first wins the race
         return _Child(pid, job, slot, result_path, tmp, log_path, time.monotonic())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -115,6 +116,8 @@ def run_batch(
                 scratch=bd.tmp,
                 log_dir=bd.logs,
                 tmp_root=_fresh_tmp_root(bd),
+                # the real grading only: one sandbox per slot, borrowed by each grading in turn
+                slot_sandboxes=_slot_sandboxes(cfg, options) if grade_fn is None else None,
             )
         fn = partial(grade_job, grade_fn=grade_fn)
         try:
@@ -145,3 +148,14 @@ def run_batch(
     report.grader_errors = [r.student for r in report.results if r.grader_error]
     report.seconds = time.monotonic() - started
     return report
+
+
+def _slot_sandboxes(cfg: Config, options: GradeOptions):
+    """The slots' shared sandboxes of a batch (``grader.sandbox.shared``), made the way each
+    grading would make its own. ``HW4_SHARED_SANDBOX=0`` turns them off (one per submission)."""
+    if os.environ.get("HW4_SHARED_SANDBOX", "1") == "0":
+        return None
+    from grader.plugin import sandbox_args
+    from grader.sandbox.shared import SlotSandboxes
+
+    return partial(SlotSandboxes, lambda slot: sandbox_args(cfg, options.isolation, slot))

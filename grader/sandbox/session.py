@@ -18,6 +18,11 @@ zygote is gone, or where it may not sweep: a non-root ``rlimit`` sandbox shares 
 uid). Replies are read by one thread per worker into a queue of one, so a worker that spams
 frames blocks on its pipe instead of filling the grader's memory.
 
+In a batch, a grading borrows its slot's started sandbox instead of starting its own
+(``grader.sandbox.shared``: the zygote sweeps first, the scratch folder must then be empty, the
+staged submission is replaced, each worker prints into a pipe of the grading's own); anything
+unexpected and the grading starts its own sandbox as above.
+
 At the ``rlimit`` level the scratch folder is a plain folder: the launcher's watchdog stops the
 worker when it holds more than ``Limits.scratch_mb`` or ``Limits.scratch_files`` entries (at the
 ``bwrap`` level a size-limited tmpfs does that).
@@ -50,6 +55,7 @@ from grader.sandbox.launcher import (
     spawn,
     stage_dir,
 )
+from grader.sandbox.shared import BorrowedProcess, SharedSandbox, borrowable
 from reference import data as reference_data
 from reference.config import REPO_ROOT
 
@@ -163,21 +169,25 @@ def sandbox_session(root: Path, *, load_timeout: float = 60.0, limits: Limits | 
     ``proxy.Submission`` makes it; apart so that a grading can launch it before importing torch
     (this module does not import it)."""
     root = Path(root)
-    return WorkerSession(discover(root), detect_isolation(isolation), limits or Limits(),
-                         load_timeout=load_timeout, max_result_bytes=max_result_bytes, slot=slot, threads=threads)
+    limits = limits or Limits()
+    shared = borrowable({"load_timeout": load_timeout, "limits": limits, "isolation": isolation, "slot": slot,
+                         "max_result_bytes": max_result_bytes}) if threads == 1 else None
+    return WorkerSession(discover(root), shared.session.isolation if shared else detect_isolation(isolation), limits,
+                         load_timeout=load_timeout, max_result_bytes=max_result_bytes, slot=slot, threads=threads,
+                         shared=shared)
 
 
 class WorkerSession:
     """A sandboxed worker holding one submission's definitions."""
 
     def __init__(self, discovery: Discovery, isolation: Isolation, limits: Limits, *,
-                 load_timeout: float, max_result_bytes: int, slot: int = 0, threads: int = 1):
+                 load_timeout: float, max_result_bytes: int, slot: int = 0, threads: int = 1,
+                 shared: SharedSandbox | None = None):
         self.discovery = discovery
         self.isolation, self.limits = isolation, limits
         self.load_timeout, self.max_result_bytes = load_timeout, max_result_bytes
         self.slot, self.threads = slot, threads
-        self.stage = stage_dir()
-        self.proc: SandboxProcess | None = None
+        self.proc: SandboxProcess | BorrowedProcess | None = None
         self.load_report: LoadReport | None = None
         #: files whose loading hung or killed the worker -> why; never loaded again
         self.broken: dict[str, str] = {}
@@ -190,11 +200,46 @@ class WorkerSession:
         self._child_pid: int | None = None  # the worker's pid (as the zygote sees it)
         self._forks = 0  # workers forked by this sandbox's zygote
         self._ready = False  # the zygote answered its ping (see launch)
+        if shared is not None and self._borrow(shared):
+            return
+        self.stage = stage_dir()
+        self._own_stage = True
         try:
             self._stage_files()
         except BaseException:
             shutil.rmtree(self.stage, ignore_errors=True)
             raise
+
+    def _borrow(self, shared: SharedSandbox) -> bool:
+        """Take over a batch slot's started sandbox (``grader.sandbox.shared``): the zygote
+        sweeps what the previous grading left, and only with its scratch folder empty is the
+        submission staged in place of the previous one. False: start one of our own."""
+        self.stage, self._own_stage = shared.stage, False
+        # a descriptor of our own: closing it (kill) leaves the owner's open
+        self._ctl = shared.session._ctl.dup() if shared.session._ctl is not None else None
+        self.proc = BorrowedProcess(self._ctl, self.limits, self._wake) if self._ctl is not None else None
+        try:
+            if self.proc is None or self._control({"op": "sweep"}, timeout=START_TIMEOUT).get("left") != 0:
+                raise WorkerDied("its sandbox could not be emptied", "")
+            target = self.stage / "submission"
+            for entry in list(target.iterdir()):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            self.copy_skipped = stage_submission(self.discovery.root, target)
+            self._ready = True  # its zygote answered the sweep
+            return True
+        except (WorkerDied, WorkerTimedOut, OSError):
+            if self.proc is not None:
+                self.proc.kill()
+            self.proc, self._ctl = None, None
+            return False
+
+    def _wake(self) -> None:
+        """End the wait for a reply now (a borrowed sandbox's worker flooded its output)."""
+        with contextlib.suppress(queue.Full):
+            self._replies.put_nowait(("eof", None))
 
     # -------------------------------------------------------------- staging and start
 
@@ -211,6 +256,10 @@ class WorkerSession:
             for f in (self.stage / sub).iterdir():
                 f.chmod(0o644)
         self._fresh_scratch()
+
+    def _restage(self) -> None:
+        self.stage, self._own_stage = stage_dir(), True
+        self._stage_files()
 
     def _fresh_scratch(self) -> None:
         scratch = self.stage / "scratch"
@@ -245,6 +294,8 @@ class WorkerSession:
         """Start a fresh sandbox (killing the old one) with a clean scratch folder: the zygote
         (``worker.zygote``), which imports torch and waits on the control socket."""
         self.kill()
+        if not self._own_stage:  # a borrowed sandbox failed: ours gets a staging folder of its own
+            self._restage()
         self._fresh_scratch()
         paths = self._paths()
         env = {
@@ -289,6 +340,11 @@ class WorkerSession:
         if not reply.get("ok"):
             raise GraderError(f"the sandboxed worker did not start: {reply.get('error')}")
         self._ready = True
+
+    @property
+    def borrowed(self) -> bool:
+        """This grading uses a batch slot's sandbox (``grader.sandbox.shared``), still usable."""
+        return isinstance(self.proc, BorrowedProcess) and self.proc.usable
 
     @property
     def can_sweep(self) -> bool:
@@ -337,13 +393,22 @@ class WorkerSession:
                 self._await_ready()
             req_r, req_w = os.pipe()
             resp_r, resp_w = os.pipe()
+            # a borrowed sandbox's worker prints into a pipe of this grading's own
+            out_r, out_w = os.pipe() if self.borrowed else (-1, -1)
             try:
-                reply = self._control({"op": "fork"}, fds=(req_r, resp_w))
+                reply = self._control({"op": "fork"}, fds=(req_r, resp_w, *((out_w,) if out_w >= 0 else ())))
             except (WorkerTimedOut, WorkerDied):
                 reply = {"ok": False}
             finally:
                 os.close(req_r)
                 os.close(resp_w)
+                if out_w >= 0:
+                    os.close(out_w)
+            if out_r >= 0:
+                if reply.get("ok") and isinstance(self.proc, BorrowedProcess):
+                    self.proc.drain(os.fdopen(out_r, "rb", buffering=0))
+                else:
+                    os.close(out_r)
             if reply.get("ok") and isinstance(reply.get("pid"), int):
                 self._child_pid = reply["pid"]
                 break
@@ -578,7 +643,8 @@ class WorkerSession:
 
     def close(self) -> None:
         self.kill()
-        shutil.rmtree(self.stage, ignore_errors=True)
+        if self._own_stage:
+            shutil.rmtree(self.stage, ignore_errors=True)
 
     def __enter__(self) -> WorkerSession:
         return self

@@ -657,11 +657,10 @@ def zygote(ctl_fd: int, max_bytes: int, sweep: bool) -> None:
             if op == "ping":
                 reply = {"ok": True, "pid": os.getpid(), "uid": os.getuid()}
             elif op == "sweep":
-                _sweep(sweep)
-                reply = {"ok": True}
+                reply = {"ok": True, "left": _sweep(sweep)}
             elif op == "status" and isinstance(req.get("pid"), int):
                 reply = {"ok": True, "exit": _exit_status(req["pid"])}
-            elif op == "fork" and len(fds) == 2:
+            elif op == "fork" and len(fds) in (2, 3):
                 _sweep(sweep)
                 for stream in (sys.stdout, sys.stderr):
                     stream.flush()
@@ -674,6 +673,10 @@ def zygote(ctl_fd: int, max_bytes: int, sweep: bool) -> None:
                         if os.getppid() != zygote:
                             os._exit(code)
                         sock.close()
+                        if len(fds) == 3:  # its own output pipe (a sandbox shared by gradings)
+                            os.dup2(fds[2], 1)
+                            os.dup2(fds[2], 2)
+                            os.close(fds[2])
                         _child(fds[0], fds[1], max_bytes)
                     except BaseException:
                         code = 70
@@ -705,11 +708,13 @@ def _child(fd_in: int, fd_out: int, max_bytes: int) -> None:
     serve(fd_in, fd_out, max_bytes)
 
 
-def _sweep(everyone: bool) -> None:
+def _sweep(everyone: bool) -> int:
     """Kill what ran before the next child: with ``everyone``, every process of this uid but the
     zygote (``kill(-1)``; the grader asks for it only where the uid or the PID namespace is the
     sandbox's own, and never as root), else the zygote's own children; then wait until they are
-    gone, and empty the scratch folder and the uid's System V IPC objects."""
+    gone, and empty the scratch folder and the uid's System V IPC objects. Returns how many
+    entries the scratch folder still holds (0: empty; a sandbox shared by gradings is given to
+    the next submission only then)."""
     if everyone and os.getuid() != 0 and os.geteuid() != 0:
         with contextlib.suppress(ProcessLookupError):
             os.kill(-1, signal.SIGKILL)
@@ -723,8 +728,9 @@ def _sweep(everyone: bool) -> None:
         if not _others_alive(everyone) or time.monotonic() > deadline:
             break
         time.sleep(0.005)
-    _empty_scratch()
+    left = _empty_scratch()
     _remove_ipc()
+    return left
 
 
 def _reap() -> None:
@@ -765,20 +771,39 @@ def _others_alive(everyone: bool) -> bool:
     return False
 
 
-def _empty_scratch() -> None:
+def _empty_scratch() -> int:
+    """Remove everything in the scratch folder, folders a student made unreadable or unwritable
+    included (same uid: their modes can be given back). Returns the entries left."""
     import shutil
 
     scratch = os.environ.get("HW4_SCRATCH_DIR", "")
     if not scratch or not os.path.isdir(scratch):
-        return
-    for entry in os.scandir(scratch):
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path, ignore_errors=True)
+        return 0
+
+    def reopen(_func, path, _exc) -> None:
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(path), 0o700)
+            os.chmod(path, 0o700)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
             else:
-                os.unlink(entry.path)
-        except OSError:
-            pass
+                os.unlink(path)
+
+    for _round in range(2):
+        for entry in os.scandir(scratch):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.chmod(entry.path, 0o700)
+                    shutil.rmtree(entry.path, onerror=reopen)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass
+    try:
+        return len(os.listdir(scratch))
+    except OSError:
+        return 0
 
 
 def _remove_ipc() -> None:

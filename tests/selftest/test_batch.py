@@ -418,8 +418,9 @@ def test_a_corrupt_zip_is_graded_as_empty_with_the_reason_and_others_are_unaffec
 
 
 SCRIPT = textwrap.dedent("""
-    import sys
+    import os, sys
     sys.path.insert(0, {support!r})
+    os.environ["HW4_SHARED_SANDBOX"] = "0"  # fake gradings use no sandbox: the slots start none
     import batch_support
     import grader.batch.job, grader.batch.run
     grader.batch.job.grade_submission = batch_support.fake_grade  # the batch's grader, in every child
