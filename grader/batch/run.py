@@ -116,8 +116,9 @@ def run_batch(
                 scratch=bd.tmp,
                 log_dir=bd.logs,
                 tmp_root=_fresh_tmp_root(bd),
-                # the real grading only: one sandbox per slot, borrowed by each grading in turn
-                slot_sandboxes=_slot_sandboxes(cfg, options) if grade_fn is None else None,
+                # the real grading of several: one sandbox per slot, borrowed by each grading in
+                # turn (one submission alone starts its own while it imports, as it always did)
+                slot_sandboxes=_slot_sandboxes(cfg, options) if grade_fn is None and len(jobs) > 1 else None,
             )
         fn = partial(grade_job, grade_fn=grade_fn)
         try:

@@ -200,6 +200,7 @@ class WorkerSession:
         self._child_pid: int | None = None  # the worker's pid (as the zygote sees it)
         self._forks = 0  # workers forked by this sandbox's zygote
         self._ready = False  # the zygote answered its ping (see launch)
+        self._taken = True  # a borrowed sandbox was swept and holds this submission (see _take_over)
         if shared is not None and self._borrow(shared):
             return
         self.stage = stage_dir()
@@ -211,15 +212,26 @@ class WorkerSession:
             raise
 
     def _borrow(self, shared: SharedSandbox) -> bool:
-        """Take over a batch slot's started sandbox (``grader.sandbox.shared``): the zygote
-        sweeps what the previous grading left, and only with its scratch folder empty is the
-        submission staged in place of the previous one. False: start one of our own."""
+        """Take over a batch slot's started sandbox (``grader.sandbox.shared``); it is swept and
+        the submission staged in it on the first start (:meth:`_take_over`), so that a grading
+        imports its tests while a slot's first zygote still imports torch."""
+        if shared.session._ctl is None:
+            return False
         self.stage, self._own_stage = shared.stage, False
         # a descriptor of our own: closing it (kill) leaves the owner's open
-        self._ctl = shared.session._ctl.dup() if shared.session._ctl is not None else None
-        self.proc = BorrowedProcess(self._ctl, self.limits, self._wake) if self._ctl is not None else None
+        self._ctl = shared.session._ctl.dup()
+        self.proc = BorrowedProcess(self._ctl, self.limits, self._wake)
+        self._taken = False
+        self.copy_skipped = []
+        return True
+
+    def _take_over(self) -> None:
+        """The first start in a borrowed sandbox: the zygote sweeps what the previous grading
+        left, and only with its scratch folder then empty is the submission staged in place of
+        the previous one. Else (or on any error) this grading starts a sandbox of its own."""
+        self._taken = True
         try:
-            if self.proc is None or self._control({"op": "sweep"}, timeout=START_TIMEOUT).get("left") != 0:
+            if self._control({"op": "sweep"}, timeout=START_TIMEOUT).get("left") != 0:
                 raise WorkerDied("its sandbox could not be emptied", "")
             target = self.stage / "submission"
             for entry in list(target.iterdir()):
@@ -229,12 +241,10 @@ class WorkerSession:
                     entry.unlink()
             self.copy_skipped = stage_submission(self.discovery.root, target)
             self._ready = True  # its zygote answered the sweep
-            return True
         except (WorkerDied, WorkerTimedOut, OSError):
-            if self.proc is not None:
-                self.proc.kill()
-            self.proc, self._ctl = None, None
-            return False
+            self.kill()
+            self.proc = None
+            self._restage()
 
     def _wake(self) -> None:
         """End the wait for a reply now (a borrowed sandbox's worker flooded its output)."""
@@ -386,6 +396,8 @@ class WorkerSession:
         whatever ran before in the sandbox (see ``worker.zygote``). Where the zygote may not
         sweep, or is gone or hung, a whole new sandbox is started first."""
         self.end_child()
+        if self.borrowed and not self._taken:
+            self._take_over()
         for attempt in (1, 2):
             if self.proc is None or self.proc.popen.poll() is not None or (self._forks and not self.can_sweep):
                 self._spawn()

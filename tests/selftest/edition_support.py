@@ -38,12 +38,19 @@ out, workers, isolation = Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 import torch  # imported once, before the children fork
 torch.set_num_threads(1)
 from grader.grade import GradeOptions, grade_submission
+from grader.plugin import sandbox_args
+from grader.sandbox.shared import SlotSandboxes
+from reference.config import load
 
+# as a batch does: one sandbox per slot, borrowed by each check in turn (grader.sandbox.shared)
+cfg = load()
+slots = SlotSandboxes(lambda slot: sandbox_args(cfg, isolation, slot), out / "slots")
 pending, running = list(samples.items()), {}
 while pending or running:
     while pending and len(running) < workers:
         sid, (path, only) = pending.pop(0)
         slot = min(set(range(workers)) - set(running.values()))
+        slots.before_fork(slot)
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -57,9 +64,11 @@ while pending or running:
                 traceback.print_exc()
             finally:
                 os._exit(code)
+        slots.after_fork()
         running[pid] = slot
-    pid, _ = os.wait()
-    running.pop(pid, None)
+    pid, status = os.wait()
+    slots.job_done(running.pop(pid), clean=status == 0)
+slots.close()
 '''
 
 

@@ -221,6 +221,15 @@ def test_installed_full_edition_checks_and_grades_the_correct_sample(full_env, w
     assert not wrong, f"items off their expected points (got, want): {wrong}"
 
 
+def test_installed_student_edition_checks_every_buggy_sample_without_a_grader_error(student_checks):
+    """Every self-check of the installed student edition ran its public tests to a verdict (the
+    comparison with the full grader is below). Apart from it so that the checks run while the
+    session's sample batch grades, not after it (the tests that read the batch run last)."""
+    assert {sid: r["grader_error"][-300:] for sid, r in student_checks.items() if r["grader_error"]} == {}
+    for sid, result in student_checks.items():
+        assert public_verdicts(result), f"{sid}: no public test ran"
+
+
 def test_student_edition_gives_the_full_graders_public_verdicts_on_every_buggy_sample(student_checks, sample_batch):
     """The installed student edition's self-check and the full grader (the suite's sample batch)
     give every public test the same verdict on the correct sample and every buggy sample (the

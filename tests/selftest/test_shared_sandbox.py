@@ -90,8 +90,8 @@ def _grading(slots: SlotSandboxes, folder: Path, *, handed: bool = True, **kwarg
 
 def test_gradings_of_a_slot_take_turns_in_one_zygote_and_see_nothing_of_each_other(slots, tmp_path):
     first = _grading(slots, tmp_path / "a")
-    assert first.session.borrowed
     zygote = first.zygote_pid()
+    assert first.session.borrowed
     assert first.remember("first-secret") == 1
     assert first.remember_in_daemon("first-daemon") == 1  # a daemon still writing to scratch
     assert "first-daemon" in first.recall()
@@ -99,8 +99,8 @@ def test_gradings_of_a_slot_take_turns_in_one_zygote_and_see_nothing_of_each_oth
     slots.job_done(0, clean=True)
 
     second = _grading(slots, tmp_path / "b")
-    assert second.session.borrowed
     assert second.zygote_pid() == zygote, "the second grading should reuse the slot's zygote"
+    assert second.session.borrowed
     assert second.recall() == [], "the second grading saw what the first left (memory, scratch or a daemon)"
     assert (second.session.stage / "submission" / "attacks.py").exists()
     second.close()
@@ -131,6 +131,7 @@ def test_a_scratch_folder_made_unremovable_is_emptied_anyway(slots, tmp_path):
     first.close()
     slots.job_done(0, clean=True)
     second = _grading(slots, tmp_path / "b")
+    assert second.identity(1) == 1
     assert second.session.borrowed, "the sweep left the trap in scratch, so the sandbox was not lent"
     second.close()
 
@@ -153,7 +154,7 @@ def test_a_job_that_did_not_end_normally_retires_the_slots_sandbox(slots, tmp_pa
     slots.job_done(0, clean=False)
     assert 0 not in slots.slots
     second = _grading(slots, tmp_path / "b")
-    assert second.session.borrowed and second.zygote_pid() != zygote
+    assert second.zygote_pid() != zygote and second.session.borrowed
     second.close()
     assert slots.started == 2
 
@@ -167,8 +168,8 @@ def test_a_dead_zygote_is_retired_between_jobs_and_the_grading_that_meets_it_sta
     slots.before_fork(0)
     slots.after_fork()
     second = _grading(slots, tmp_path / "b")
-    assert not second.session.borrowed
     assert second.identity(2) == 2
+    assert not second.session.borrowed
     second.close()
     slots.job_done(0, clean=True)
     assert 0 not in slots.slots, "a dead zygote passed the health check"
@@ -176,8 +177,8 @@ def test_a_dead_zygote_is_retired_between_jobs_and_the_grading_that_meets_it_sta
 
 def test_a_grading_with_other_limits_does_not_borrow(slots, tmp_path):
     sub = _grading(slots, tmp_path / "a", limits=Limits(memory_mb=1024))
-    assert not sub.session.borrowed
     assert sub.identity(5) == 5
+    assert not sub.session.borrowed
     sub.close()
     assert not shared._INHERITED, "the handed-over sandbox must be taken once, whoever asks"
 
