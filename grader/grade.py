@@ -99,7 +99,8 @@ def grade_submission(path: Path, student: str, options: GradeOptions = GradeOpti
     )
     if payload.get("notebook_run"):
         nb = payload["notebook_run"]
-        result.notebook_run = {"ok": bool(nb.get("ok")), "lines": [redact(x, own) for x in nb.get("lines", [])]}
+        result.notebook_run = {"ok": bool(nb.get("ok")), "lines": [redact(x, own) for x in nb.get("lines", [])],
+                               "notes": [redact(x, own) for x in nb.get("notes", [])]}
     hand_over(result, payload.get("by_hand") or {})
     result.execution_time = time.monotonic() - started
     if os.environ.get("HW4_DEBUG_PYTEST"):

@@ -429,5 +429,6 @@ def _self_check_notebooks(config: pytest.Config, sub) -> dict:
             ok = False
             lines.append(f"{run.file}: did not run to the end ({run.status}; below)")
     lines += [f"  {note}" for note in nb.notes]
-    return {"ok": ok, "lines": lines}
+    # the notes also reach the result's warnings: the report shows them in this section only
+    return {"ok": ok, "lines": lines, "notes": list(nb.notes)}
 

@@ -115,8 +115,8 @@ def render(
     if result.grader_error:
         last = [ln for ln in result.grader_error.strip().splitlines() if ln.strip()][-1:] or ["unknown error"]
         lines.append(f"The checker itself failed (not your fault): {line(last[0])[:width]}")
-    shown = set(result.notebook_run.get("lines", ()))  # notebook notes: in their own section below
-    lines += [f"note: {_first_line(w)[:width]}" for w in [w for w in result.warnings if f"  {w}" not in shown][:3]]
+    shown = set(result.notebook_run.get("notes", ()))  # notebook notes: in their own section below
+    lines += [f"note: {_first_line(w)[:width]}" for w in [w for w in result.warnings if w not in shown][:3]]
     if result.notebook_run:
         lines.append("Notebooks (run in the fast grading mode):")
         nb_lines = result.notebook_run.get("lines", [])

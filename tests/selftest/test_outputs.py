@@ -297,3 +297,18 @@ def test_feedback_says_not_run_rather_than_zero_of_zero():
     text = feedback_markdown(made_up_result(), CFG)
     assert "| lab2.a | Lab 2 (a): evaluate the pretrained model | 0 / 2 | not run in this grading |" in text
     assert "0 of 0" not in text
+
+
+def test_a_self_checks_notebook_notes_are_shown_once_whatever_their_indent():
+    """A notebook run's notes are also warnings of the result: the report shows them in the
+    notebook section only, told apart by value (``notebook_run["notes"]``), not by the section's
+    formatting."""
+    from grader.outputs.selfcheck import render
+
+    note = "hw4.ipynb: .cuda() ran on the CPU"
+    result = build_result("alice", CFG, [], mode="public", warnings=[note, "another warning"])
+    result.notebook_run = {"ok": True, "lines": ["hw4.ipynb: ran to the end (27 code cells)", f"    - {note}"],
+                           "notes": [note]}
+    text = render(result, "alice")
+    assert text.count(note) == 1, text
+    assert "note: another warning" in text
