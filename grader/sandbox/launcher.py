@@ -617,19 +617,7 @@ class SandboxProcess:
         process once it printed more than ``limits.flood_bytes``."""
 
         def run() -> None:
-            while True:
-                try:
-                    chunk = stream.read(65536)
-                except (OSError, ValueError):
-                    break
-                if not chunk:
-                    break
-                self.output_total += len(chunk)
-                room = self.limits.output_bytes - len(self.output)
-                if room > 0:
-                    self.output.extend(chunk[:room])
-                if self.output_total > self.limits.flood_bytes and self.stop_reason is None:
-                    self.stop(f"printed more than {self.limits.flood_bytes >> 20} MB of output")
+            read_capped(self, stream, lambda: self.stop(flood_reason(self.limits)))
             with contextlib.suppress(OSError):
                 stream.close()
 
@@ -671,10 +659,7 @@ class SandboxProcess:
                 self._kill_tree()
 
     def output_text(self) -> str:
-        text = bytes(self.output).decode("utf-8", errors="replace")
-        if self.output_total > len(self.output):
-            text += f"\n[... output truncated: {self.output_total} bytes in all, first {len(self.output)} kept]"
-        return text
+        return output_text(self)
 
     def _kill_tree(self) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -719,6 +704,41 @@ class SandboxProcess:
         if self.isolation.level == "bwrap" and 128 < code < 128 + 65:
             code = 128 - code  # bwrap's init reports a signal death as 128 + signal number
         return describe_exit(code)
+
+
+def read_capped(owner, stream, on_flood, stop_at_flood: bool = False) -> None:
+    """Read ``stream`` to its end into ``owner.output``, keeping the first
+    ``owner.limits.output_bytes`` bytes and counting all in ``owner.output_total``; call
+    ``on_flood()`` once more than ``limits.flood_bytes`` came (then stop reading if
+    ``stop_at_flood``). ``owner``: a :class:`SandboxProcess` or a ``shared.BorrowedProcess``."""
+    limits = owner.limits
+    while True:
+        try:
+            chunk = stream.read(65536)
+        except (OSError, ValueError):
+            return
+        if not chunk:
+            return
+        owner.output_total += len(chunk)
+        room = limits.output_bytes - len(owner.output)
+        if room > 0:
+            owner.output.extend(chunk[:room])
+        if owner.output_total > limits.flood_bytes and owner.stop_reason is None:
+            on_flood()
+            if stop_at_flood:
+                return
+
+
+def flood_reason(limits: Limits) -> str:
+    return f"printed more than {limits.flood_bytes >> 20} MB of output"
+
+
+def output_text(owner) -> str:
+    """What ``owner`` (see :func:`read_capped`) kept of its output, saying when it was cut."""
+    text = bytes(owner.output).decode("utf-8", errors="replace")
+    if owner.output_total > len(owner.output):
+        text += f"\n[... output truncated: {owner.output_total} bytes in all, first {len(owner.output)} kept]"
+    return text
 
 
 def describe_exit(code: int) -> str:

@@ -39,8 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grader.sandbox.launcher import Limits, flood_reason, output_text, read_capped
+
 if TYPE_CHECKING:
-    from grader.sandbox.launcher import Limits
     from grader.sandbox.session import WorkerSession
 
 __all__ = ["BorrowedProcess", "SharedSandbox", "SlotSandboxes", "borrowable"]
@@ -198,34 +199,21 @@ class BorrowedProcess:
     def drain(self, stream) -> None:
         def run() -> None:
             with stream:
-                while True:
-                    try:
-                        chunk = stream.read(65536)
-                    except (OSError, ValueError):
-                        return
-                    if not chunk:
-                        return
-                    self.output_total += len(chunk)
-                    room = self.limits.output_bytes - len(self.output)
-                    if room > 0:
-                        self.output.extend(chunk[:room])
-                    if self.output_total > self.limits.flood_bytes and self.stop_reason is None:
-                        # As the owner's watchdog kills the sandbox: no request goes out any more
-                        # and the waiting one ends now; the session's kill() sweeps the worker.
-                        self.stop_reason = f"printed more than {self.limits.flood_bytes >> 20} MB of output"
-                        self.usable = False
-                        self.wake()
-                        return
+                read_capped(self, stream, self._flooded, stop_at_flood=True)
 
         thread = threading.Thread(target=run, daemon=True, name="sandbox-drain")
         thread.start()
         self._threads.append(thread)
 
+    def _flooded(self) -> None:
+        # As the owner's watchdog kills the sandbox: no request goes out any more and the waiting
+        # one ends now; the session's kill() sweeps the worker.
+        self.stop_reason = flood_reason(self.limits)
+        self.usable = False
+        self.wake()
+
     def output_text(self) -> str:
-        text = bytes(self.output).decode("utf-8", errors="replace")
-        if self.output_total > len(self.output):
-            text += f"\n[... output truncated: {self.output_total} bytes in all, first {len(self.output)} kept]"
-        return text
+        return output_text(self)
 
     def exit_description(self) -> str:
         if self.stop_reason:

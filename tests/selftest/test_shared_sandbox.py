@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -113,15 +114,24 @@ def test_the_only_folder_a_worker_can_write_is_the_scratch_folder_the_sweep_empt
     sub.close()
 
 
+def _output_once_read(sub: Submission, text: str) -> str:
+    """The grading's output once ``text`` was read from the pipe (a thread drains it)."""
+    deadline = time.monotonic() + 10
+    while text not in sub.session.output() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sub.session.output()
+
+
 def test_a_grading_sees_only_its_own_output(slots, tmp_path):
     first = _grading(slots, tmp_path / "a")
     first.print_and_answer("FIRST-PRINTS-THIS")
-    assert "FIRST-PRINTS-THIS" in first.session.output()
+    assert "FIRST-PRINTS-THIS" in _output_once_read(first, "FIRST-PRINTS-THIS")
     first.close()
     slots.job_done(0, clean=True)
     second = _grading(slots, tmp_path / "b")
     second.print_and_answer("SECOND")
-    assert "SECOND" in second.session.output() and "FIRST-PRINTS-THIS" not in second.session.output()
+    shown = _output_once_read(second, "SECOND")
+    assert "SECOND" in shown and "FIRST-PRINTS-THIS" not in shown
     second.close()
 
 
