@@ -123,27 +123,26 @@ class SlotSandboxes:
             self.retire(slot)
 
     def _start(self, slot: int) -> SharedSandbox | None:
-        from grader.discover import discover
-        from grader.sandbox.launcher import detect_isolation
-        from grader.sandbox.session import WorkerSession
+        from grader.sandbox.session import sandbox_session
 
         args = self.args_for(slot)
-        try:
-            isolation = detect_isolation(args["isolation"])
-        except RuntimeError:
-            return None
-        if isolation.level != "bwrap":
-            return None
         self.root.mkdir(parents=True, exist_ok=True)
         empty = Path(tempfile.mkdtemp(prefix=f"slot{slot}-empty-", dir=self.root))
         try:
-            session = WorkerSession(discover(empty), isolation, args["limits"], load_timeout=args["load_timeout"],
-                                    max_result_bytes=args["max_result_bytes"], slot=slot)
-            session.launch()
+            # made as each grading makes its own (nothing is handed over in this process)
+            session = sandbox_session(empty, **args)
         except Exception:
             return None
         finally:
             shutil.rmtree(empty, ignore_errors=True)
+        if session.isolation.level != "bwrap":
+            session.close()
+            return None
+        try:
+            session.launch()
+        except Exception:
+            session.close()
+            return None
         self.started += 1
         return SharedSandbox(session, args)
 
