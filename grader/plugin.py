@@ -389,7 +389,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "isolation": sub.isolation.describe() if sub is not None else "",
         "found": sub.discovery.summary() if sub is not None else [],
         "by_hand": sub.discovery.by_hand() if sub is not None else {},
-        "problems": (sub.discovery.problems if sub is not None else []),
+        "problems": ([*sub.discovery.problems, *sub.session.left_out()] if sub is not None else []),
         "load_errors": (sub.load_report.unit_errors() if sub is not None and sub.load_report else []),
         "load_failed": sub.load_failed if sub is not None else None,
         "output": sub.session.output() if sub is not None else "",

@@ -51,10 +51,12 @@ import ctypes
 import errno
 import fcntl
 import functools
+import json
 import os
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -69,6 +71,7 @@ __all__ = [
     "Limits",
     "SandboxProcess",
     "UidLease",
+    "control_exchange",
     "describe_exit",
     "detect_isolation",
     "lease_uid",
@@ -727,6 +730,18 @@ def read_capped(owner, stream, on_flood, stop_at_flood: bool = False) -> None:
             on_flood()
             if stop_at_flood:
                 return
+
+
+def control_exchange(ctl: socket.socket, message: dict, fds: Sequence[int] = (), timeout: float = 10.0) -> bytes:
+    """One request on a zygote's control socket (``worker.zygote``): the message as JSON with
+    ``fds`` passed alongside, and the raw reply (``b""``: the zygote closed the socket).
+
+    Raises:
+        TimeoutError: no reply in ``timeout`` seconds. OSError: the socket failed.
+    """
+    ctl.settimeout(timeout)
+    socket.send_fds(ctl, [json.dumps(message).encode()], list(fds))
+    return ctl.recv(1 << 16)
 
 
 def flood_reason(limits: Limits) -> str:

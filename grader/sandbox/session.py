@@ -50,6 +50,7 @@ from grader.sandbox.launcher import (
     Isolation,
     Limits,
     SandboxProcess,
+    control_exchange,
     describe_exit,
     detect_isolation,
     spawn,
@@ -192,6 +193,8 @@ class WorkerSession:
         #: files whose loading hung or killed the worker -> why; never loaded again
         self.broken: dict[str, str] = {}
         self.restarts = 0
+        #: files of the submission left out of the staged copy for their size (see left_out)
+        self.copy_skipped: list[str] = []
         self._ids = 0
         self._replies: queue.Queue = queue.Queue(maxsize=1)
         self._stop_reader = threading.Event()
@@ -222,7 +225,6 @@ class WorkerSession:
         self._ctl = shared.session._ctl.dup()
         self.proc = BorrowedProcess(self._ctl, self.limits, self._wake)
         self._taken = False
-        self.copy_skipped = []
         return True
 
     def _take_over(self) -> None:
@@ -351,6 +353,39 @@ class WorkerSession:
             raise GraderError(f"the sandboxed worker did not start: {reply.get('error')}")
         self._ready = True
 
+    def left_out(self) -> list[str]:
+        """What the student is told about files of the submission not staged in the sandbox
+        (:func:`stage_submission`): their code cannot open them while it is graded."""
+        skipped = self.copy_skipped
+        if not skipped:
+            return []
+        names = ", ".join(skipped[:10]) + (f" and {len(skipped) - 10} more" if len(skipped) > 10 else "")
+        return [f"not copied into the sandbox, so your code cannot read them while it is graded (files other "
+                f"than .py/.ipynb over {MAX_COPY_FILE >> 20} MB, or past {MAX_COPY_TOTAL >> 20} MB in all): {names}"]
+
+    def ping(self, timeout: float) -> bool:
+        """Is the started zygote idle and answering? False when it is gone, a reply nobody read
+        waits on its socket (a job ended in the middle of a request) or it does not answer a ping
+        in ``timeout`` seconds (the batch parent's check between two borrowers of a slot
+        sandbox, ``grader.sandbox.shared``)."""
+        ctl = self._ctl
+        if ctl is None or self.proc is None or self.proc.popen.poll() is not None:
+            return False
+        try:
+            ctl.setblocking(False)
+            try:
+                ctl.recv(1 << 16)
+                return False
+            except BlockingIOError:
+                pass
+            finally:
+                ctl.setblocking(True)
+            reply = self._control({"op": "ping"}, timeout=timeout)
+        except (OSError, WorkerDied, WorkerTimedOut):
+            return False
+        self._ready = bool(reply.get("ok"))
+        return self._ready
+
     @property
     def borrowed(self) -> bool:
         """This grading uses a batch slot's sandbox (``grader.sandbox.shared``), still usable."""
@@ -373,9 +408,7 @@ class WorkerSession:
         if self._ctl is None or self.proc is None or self.proc.popen.poll() is not None:
             raise WorkerDied(self._how_died(), self._output())
         try:
-            self._ctl.settimeout(timeout)
-            socket.send_fds(self._ctl, [json.dumps(message).encode()], list(fds))
-            data = self._ctl.recv(1 << 16)
+            data = control_exchange(self._ctl, message, fds, timeout)
         except TimeoutError:
             self.kill()
             raise WorkerTimedOut(timeout, self._output()) from None

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import shutil
 import socket
 import tempfile
@@ -39,7 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from grader.sandbox.launcher import Limits, flood_reason, output_text, read_capped
+from grader.sandbox.launcher import Limits, control_exchange, flood_reason, output_text, read_capped
 
 if TYPE_CHECKING:
     from grader.sandbox.session import WorkerSession
@@ -110,7 +109,7 @@ class SlotSandboxes:
         shared = self.slots.get(slot)
         if shared is None:
             return
-        if not (clean and _healthy(shared.session)):
+        if not (clean and shared.session.ping(HEALTH_TIMEOUT)):
             self.retire(slot)
 
     def retire(self, slot: int) -> None:
@@ -145,26 +144,6 @@ class SlotSandboxes:
             return None
         self.started += 1
         return SharedSandbox(session, args)
-
-
-def _healthy(session: WorkerSession) -> bool:
-    ctl = session._ctl
-    if ctl is None or session.proc is None or session.proc.popen.poll() is not None:
-        return False
-    try:
-        ctl.setblocking(False)
-        try:
-            ctl.recv(1 << 16)
-            return False  # a reply nobody read: the job ended in the middle of a request
-        except BlockingIOError:
-            pass
-        finally:
-            ctl.setblocking(True)
-        reply = session._control({"op": "ping"}, timeout=HEALTH_TIMEOUT)
-    except Exception:
-        return False
-    session._ready = bool(reply.get("ok"))
-    return session._ready
 
 
 class _Popen:
@@ -227,8 +206,6 @@ class BorrowedProcess:
             return
         self._swept = True
         with contextlib.suppress(OSError):
-            self.ctl.settimeout(HEALTH_TIMEOUT)
-            socket.send_fds(self.ctl, [json.dumps({"op": "sweep"}).encode()], [])
-            self.ctl.recv(1 << 16)
+            control_exchange(self.ctl, {"op": "sweep"}, timeout=HEALTH_TIMEOUT)
         for thread in self._threads:
             thread.join(timeout=2)

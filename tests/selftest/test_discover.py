@@ -8,7 +8,7 @@ from pathlib import Path
 
 from grader import discover as disc
 from grader.discover import discover, walk_files
-from grader.sandbox.session import stage_submission
+from grader.sandbox.session import sandbox_session, stage_submission
 
 
 def _nb(path: Path, *sources: str) -> None:
@@ -55,6 +55,23 @@ def test_symlinks_are_never_followed_into_the_grader(tmp_path):
     staged = tmp_path / "staged"
     stage_submission(sub, staged)
     assert sorted(p.name for p in staged.rglob("*")) == ["mine.py"]
+
+
+def test_a_file_too_big_to_stage_is_named_in_the_students_warnings(tmp_path):
+    """A data file over the staging limit is not in the sandbox; the student is told which, so a
+    FileNotFoundError in their graded code has its explanation next to it."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "mine.py").write_text("def loss(W, X, y):\n    return 0.0\n")
+    (sub / "weights.bin").write_bytes(b"\0" * (2 << 20))
+    (sub / "small.txt").write_text("ok")
+    with sandbox_session(sub) as session:
+        (note,) = session.left_out()
+        assert note.endswith(": weights.bin") and "cannot read them" in note
+        assert sorted(p.name for p in (session.stage / "submission").iterdir()) == ["mine.py", "small.txt"]
+    (sub / "weights.bin").unlink()
+    with sandbox_session(sub) as session:
+        assert session.left_out() == []
 
 
 def test_hidden_files_junk_and_deep_files_are_left_out(tmp_path):
