@@ -129,6 +129,8 @@ class DataConfig:
     #: ``fast_batch_size`` images (0: no cap)
     fast_batches_per_epoch: int = 0
     fast_batch_size: int = 0
+    #: fast mode: the fixture's test split is a fixed class-balanced subset of this many images (0: all)
+    fast_test_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,7 @@ def _parse(path: Path, raw: dict[str, Any]) -> Config:
         full_scale=full_scale,
         fast_batches_per_epoch=int(get.optional(("data", "fast_batches_per_epoch"), 0)),
         fast_batch_size=int(get.optional(("data", "fast_batch_size"), 0)),
+        fast_test_size=int(get.optional(("data", "fast_test_size"), 0)),
     )
     grading = GradingConfig(**{k: _grading_value(path, k, get("grading", k))
                                for k in GradingConfig.__dataclass_fields__})

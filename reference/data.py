@@ -18,12 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["FixtureCIFAR10", "load_arrays", "install", "cifar10", "FIXTURE_ENV", "SUBSET_ENV"]
+__all__ = ["FixtureCIFAR10", "load_arrays", "install", "cifar10", "FIXTURE_ENV", "SUBSET_ENV", "TEST_SUBSET_ENV"]
 
 #: Environment variable naming the fixture npz (set by the grader in fast mode).
 FIXTURE_ENV = "HW4_FIXTURE"
 #: Environment variable: train on this many images (a fixed class-balanced subset); 0 = all.
 SUBSET_ENV = "HW4_FAST_TRAIN_SIZE"
+#: Environment variable: evaluate on this many test images (a fixed class-balanced subset); 0 = all.
+TEST_SUBSET_ENV = "HW4_FAST_TEST_SIZE"
 
 
 def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
@@ -63,12 +65,13 @@ class FixtureCIFAR10:
         path: the npz; default ``$HW4_FIXTURE``.
         train_size: for the train split, a fixed class-balanced subset of this many images;
             default ``$HW4_FAST_TRAIN_SIZE`` (0 or unset: the whole split).
+        test_size: the same for the test split; default ``$HW4_FAST_TEST_SIZE``.
     """
 
     classes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]
 
     def __init__(self, root=None, train=True, transform=None, target_transform=None,
-                 download=False, path=None, train_size=None):
+                 download=False, path=None, train_size=None, test_size=None):
         path = path or os.environ.get(FIXTURE_ENV)
         if not path:
             raise RuntimeError(f"FixtureCIFAR10: no fixture file (set ${FIXTURE_ENV})")
@@ -77,8 +80,10 @@ class FixtureCIFAR10:
         self.data, self.targets = arrays[f"x_{split}"], arrays[f"y_{split}"].astype(np.int64)
         if train:
             size = int(os.environ.get(SUBSET_ENV, "0") if train_size is None else train_size)
-            keep = balanced_subset(self.targets, size)
-            self.data, self.targets = self.data[keep], self.targets[keep]
+        else:
+            size = int(os.environ.get(TEST_SUBSET_ENV, "0") if test_size is None else test_size)
+        keep = balanced_subset(self.targets, size)
+        self.data, self.targets = self.data[keep], self.targets[keep]
         self.targets = self.targets.tolist()
         self.train, self.root = train, root
         self.transform, self.target_transform = transform, target_transform

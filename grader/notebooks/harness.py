@@ -257,6 +257,7 @@ def _load_path(name: str, path: str):
 def _install_fixture(options: dict) -> None:
     data = _load_path("_hw4grade_fixture_data", options["fixture_module"])
     os.environ[data.SUBSET_ENV] = str(int(options.get("fast_train_size", 0)))
+    os.environ[data.TEST_SUBSET_ENV] = str(int(options.get("fast_test_size", 0)))
     data.install(options["fixture"])
 
 

@@ -54,6 +54,15 @@ class TrustedEvaluator:
 
     @cached_property
     def data(self):
+        """The test images the run evaluated on: in fast mode the fixture's ``fast_test_size`` subset."""
+        return self._test_split(self.cfg.data.fast_test_size)
+
+    @cached_property
+    def whole_data(self):
+        """The whole test split: what a handed-in notebook's own run (never in fast mode) evaluated on."""
+        return self._test_split(0)
+
+    def _test_split(self, subset: int):
         import numpy as np
         import torch
 
@@ -65,10 +74,12 @@ class TrustedEvaluator:
             ds = torchvision.datasets.CIFAR10(root=_cifar_root(self.data_root), train=False, download=False)
             x, y = np.asarray(ds.data), np.asarray(ds.targets)
         else:
-            from reference.data import load_arrays
+            from reference.data import balanced_subset, load_arrays
 
             arrays = load_arrays(self.cfg.data.fixture)
-            x, y = arrays["x_test"], arrays["y_test"]
+            # the subset the run evaluated on (fast mode, reference.data.FixtureCIFAR10)
+            keep = balanced_subset(arrays["y_test"], subset)
+            x, y = arrays["x_test"][keep], arrays["y_test"][keep]
         # train_util's test transform: ToTensor (HWC uint8 -> CHW in [0, 1]) then Normalize
         images = torch.from_numpy(x).permute(0, 3, 1, 2).float().div(255.0)
         mean = torch.tensor(self.cfg.data.mean).view(1, 3, 1, 1)
@@ -85,17 +96,19 @@ class TrustedEvaluator:
         weights (batching changes float sums; a near-tie may flip one image)."""
         return 1.0 / max(self.size, 1)
 
-    def accuracy(self, state: dict, nbits: int | None = None, symmetric: bool = False) -> float:
+    def accuracy(self, state: dict, nbits: int | None = None, symmetric: bool = False,
+                 whole: bool = False) -> float:
+        """``whole``: on the whole test split (:attr:`whole_data`), not the run's subset."""
         import torch
 
         from reference.resnet20 import ResNetCIFAR
 
-        key = (fingerprint(state), nbits, bool(symmetric))
+        key = (fingerprint(state), nbits, bool(symmetric), whole)
         if key not in self._cache:
             net = ResNetCIFAR(num_layers=20, Nbits=nbits, symmetric=symmetric)
             net.load_state_dict(state, strict=True)
             net.eval()
-            x, y = self.data
+            x, y = self.whole_data if whole else self.data
             correct = 0
             with torch.no_grad():
                 for start in range(0, len(y), 250):
@@ -238,7 +251,8 @@ class NotebookSession:
                 e = cap[0]
                 self.note(f"{run.file}: fast grading mode trains each epoch on at most {e.get('batches')} "
                           f"batch(es) of at most {e.get('batch_size')} images of the grader's small stand-in "
-                          "data, whatever the notebook's epochs and batch size; the checks compare the run "
+                          f"data, whatever the notebook's epochs and batch size, and evaluates on "
+                          f"{self.evaluator.size} of its test images; the checks compare the run "
                           "with itself and with the reference on the same data (full scale: --hw4-data-root)")
             gpu = run.events_of("cuda")
             if gpu:  # one note for the notebook: a GPU notebook asks for it in almost every cell

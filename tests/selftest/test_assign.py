@@ -32,8 +32,8 @@ def scratch_repo(tmp_path, repo_root):
 
 
 def _check(root):
-    code = "from grader.cli import main; raise SystemExit(main(['assign', '--check']))"
-    return subprocess.run([sys.executable, "-c", code],
+    """``python -m grader assign --check`` as an instructor types it, on the copy at ``root``."""
+    return subprocess.run([sys.executable, "-m", "grader", "assign", "--check"],
                           cwd=root, capture_output=True, text=True, check=False,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
 

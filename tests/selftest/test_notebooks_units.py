@@ -360,11 +360,15 @@ def test_a_colab_notebook_runs_here_and_what_was_mapped_is_a_note(probe_session)
 
 def test_training_epochs_are_capped_in_fast_mode_and_the_feedback_says_so(probe_session):
     """Issue 13: a course notebook's 20-epoch loops must grade in minutes: a training loader on the
-    fixture yields at most fast_batches_per_epoch batches of fast_batch_size; the test split whole."""
+    fixture yields at most fast_batches_per_epoch batches of fast_batch_size; the test loader all of
+    the fast_test_size subset of the test split (every epoch evaluates on all of it)."""
     line = next(x for x in _cell_out(probe_session, 11).stdout.splitlines() if x.startswith("CAP"))
     batches, size = CFG.data.fast_batches_per_epoch, CFG.data.fast_batch_size
-    assert line == f"CAP {batches} {[size] * batches} 5 500", line
-    assert any(f"at most {batches} batch(es) of at most {size} images" in n for n in probe_session.notes), \
+    test = CFG.data.fast_test_size
+    assert 0 < test < 500
+    assert line == f"CAP {batches} {[size] * batches} {-(-test // 100)} {test}", line
+    assert any(f"at most {batches} batch(es) of at most {size} images" in n and f"evaluates on {test} of its test"
+               in n for n in probe_session.notes), \
         probe_session.notes
 
 
