@@ -103,7 +103,7 @@ CHECKED = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: this module's batch tests run last (test_suite_markers.py)
 def checks():
     """``hw4grade check`` on three samples, run side by side (each is a grading run)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}

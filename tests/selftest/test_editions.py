@@ -58,7 +58,9 @@ def _same_text(message: str) -> str:
 TIMES: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
+# The fixtures below are session-scoped because this module's batch tests run last: a module
+# fixture would be built again for them (test_suite_markers.py says why).
+@pytest.fixture(scope="session", autouse=True)
 def _report_times():
     yield
     if TIMES:
@@ -69,14 +71,14 @@ def _timed(name: str, started: float) -> None:
     TIMES[name] = TIMES.get(name, 0.0) + time.monotonic() - started
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdir():
     path = work_dir("hw4-editions-")
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def wheels(workdir) -> dict[str, Path]:
     started = time.monotonic()
     out = {"full": write_wheel(workdir / "dist", backend.metadata("full", ROOT), full_files(ROOT)),
@@ -95,12 +97,12 @@ def _installed(workdir: Path, wheel: Path, name: str) -> Path:
     return python
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def student_env(workdir, wheels) -> Path:
     return _installed(workdir, wheels["student"], "student")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def full_env(workdir, wheels) -> Path:
     return _installed(workdir, wheels["full"], "full")
 
@@ -114,7 +116,7 @@ def _lab(sample: Path) -> str | None:
     return head if head in ("lab1", "lab2", "lab3") else None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def student_checks(student_env, workdir) -> dict[str, dict]:
     """The installed student edition's self-check of the correct sample (every public test) and of
     every buggy one (the public tests of the lab its mistake is in; all of them for the others)."""

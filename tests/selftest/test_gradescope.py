@@ -17,7 +17,7 @@ from grader.outputs.gradescope import build_bundle
 from grader.outputs.results_json import problems
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # not module: this module's batch tests run last (test_suite_markers.py)
 def bundle(tmp_path_factory):
     path = tmp_path_factory.mktemp("bundle") / "autograder.zip"
     proc = run_cli("gradescope", "--out", str(path))

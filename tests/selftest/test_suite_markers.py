@@ -46,3 +46,43 @@ def test_tests_reading_a_session_batch_run_last_in_their_collected_order():
     order = list(items)
     run_batch_tests_last(order)
     assert [items.index(i) for i in order] == [2, 5, 1, 4, 0, 3]
+
+
+
+#: run in a child: collect the whole suite as `make test` does, print what a module's early and
+#: late (batch-reading) tests share at module scope or narrower, as JSON
+_SHARED_BY_EARLY_AND_LATE = r"""
+import json, sys
+import pytest
+
+class Report:
+    def pytest_collection_finish(self, session):
+        late_names = {"sample_batch", "notebook_batch", "notebook_cache"}
+        early, late = {}, {}
+        for item in session.items:
+            module = item.nodeid.split("::")[0]
+            scoped = {name for name in item.fixturenames
+                      if (defs := item._fixtureinfo.name2fixturedefs.get(name))
+                      and defs[-1].scope in ("module", "package", "class")}
+            (late if late_names & set(item.fixturenames) else early).setdefault(module, set()).update(scoped)
+        shared = {m: sorted(n & early.get(m, set())) for m, n in late.items()}
+        print("SHARED" + json.dumps({m: n for m, n in shared.items() if n}))
+
+pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", sys.argv[1]], plugins=[Report()])
+"""
+
+
+def test_no_fixture_of_a_module_is_built_again_when_its_batch_tests_run_last(repo_root):
+    """Moving a module's batch tests to the end tears its module-scoped fixtures down after its
+    other tests and builds them again for the late ones (pytest finalizes a module's fixtures when
+    the next test is in another module): the student edition's 48 self-checks once ran twice that
+    way. A fixture that early and late tests of one module share must be session-scoped."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _SHARED_BY_EARLY_AND_LATE, str(repo_root / "tests" / "selftest")],
+                          cwd=repo_root, capture_output=True, text=True, timeout=600, check=False)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("SHARED")), None)
+    assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert json.loads(line.removeprefix("SHARED")) == {}
