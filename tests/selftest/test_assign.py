@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -32,10 +33,12 @@ def scratch_repo(tmp_path, repo_root):
 
 
 def _check(root):
-    """``python -m grader assign --check`` as an instructor types it, on the copy at ``root``."""
+    """``python -m grader assign --check`` as an instructor types it, on the copy at ``root``, with
+    the session's reference cache (a copy grades as the same version; never the user's ~/.cache)."""
     return subprocess.run([sys.executable, "-m", "grader", "assign", "--check"],
                           cwd=root, capture_output=True, text=True, check=False,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root)})
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(root),
+                               "HW4_CACHE_DIR": os.environ["HW4_CACHE_DIR"]})
 
 
 def test_assign_check_passes_on_an_unchanged_copy(scratch_repo):
