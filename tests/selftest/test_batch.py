@@ -430,6 +430,19 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.fixture
+def ctrl_c_works():
+    """Batches a test interrupts start with SIGINT at its default, as a terminal starts a command.
+    A suite started in the background of a non-interactive shell (`make test &`) inherits SIGINT
+    ignored, and so would every batch it starts; a batch started with SIGINT ignored rightly keeps
+    ignoring it, and the Ctrl-C tests failed for how the suite was launched. (A Python handler here
+    becomes the default disposition in an exec'd child; an ignored signal stays ignored.)"""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _fake_three_batch(tmp_path: Path, prelude: str = "") -> tuple[Path, list[str]]:
     """OUT and the command of a fake-graded batch of a_fast, b_slow (sleeps 120 s), c_fast on one
     worker; ``prelude`` runs in the batch process before the command does."""
@@ -442,7 +455,7 @@ def _fake_three_batch(tmp_path: Path, prelude: str = "") -> tuple[Path, list[str
     return out, [sys.executable, str(script), "grade", str(subs), "--out", str(out), "--workers", "1", "--quiet"]
 
 
-def test_ctrl_c_keeps_what_is_graded_and_the_same_command_finishes_the_rest(tmp_path):
+def test_ctrl_c_keeps_what_is_graded_and_the_same_command_finishes_the_rest(tmp_path, ctrl_c_works):
     out, cmd = _fake_three_batch(tmp_path)
     proc = subprocess.Popen(
         cmd, cwd=Path(__file__).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -483,7 +496,7 @@ def test_ctrl_c_keeps_what_is_graded_and_the_same_command_finishes_the_rest(tmp_
     ]
 
 
-def test_a_ctrl_c_that_arrives_while_a_child_is_forked_still_stops_the_batch(tmp_path):
+def test_a_ctrl_c_that_arrives_while_a_child_is_forked_still_stops_the_batch(tmp_path, ctrl_c_works):
     """Python runs ``os.fork()``'s at-fork callbacks in the parent; a KeyboardInterrupt raised in
     one is reported and dropped by CPython, so a Ctrl-C in that window was lost and the batch went
     on (a CI run saw it). Here the Ctrl-C arrives exactly there, on the second fork, every time."""
@@ -506,7 +519,7 @@ DAEMON_MARK = "8765"
 
 
 @pytest.mark.parametrize("level", ["rlimit", "bwrap"])
-def test_a_ctrl_c_leaves_no_sandbox_process_behind(tmp_path, level):
+def test_a_ctrl_c_leaves_no_sandbox_process_behind(tmp_path, level, ctrl_c_works):
     """Issue 14: Ctrl-C while a submission's sandbox runs (a worker busy in its own session and a
     daemon it forked into another): when the batch has exited, neither is left."""
     from grader.sandbox.launcher import stage_dir
