@@ -194,7 +194,7 @@ def cache_key(root: Path, selected: dict[str, str], cfg: Config, options: RunOpt
         "options": {k: v for k, v in asdict(options).items() if k not in ("cache_dir", "slot", "isolation")},
         "limits": [_cell_timeout(cfg, options), _budget(cfg, options), _train_size(cfg, options),
                    cfg.grading.notebook_memory_mb, cfg.data.fast_batches_per_epoch, cfg.data.fast_batch_size,
-                   cfg.data.fast_test_size],
+                   _test_size(cfg, options)],
         "code": [_file_digest(p) for p in (HERE / "harness.py", HERE / "runner.py", HERE / "portability.py",
                                            FIXTURE_MODULE, CPU_MODULE, GIVEN_FP_LAYERS, *GIVEN.values())],
         "python": sys.version,
@@ -220,6 +220,11 @@ def _budget(cfg: Config, options: RunOptions) -> float:
 
 def _train_size(cfg: Config, options: RunOptions) -> int:
     return int(cfg.data.fast_train_size if options.fast_train_size is None else options.fast_train_size)
+
+
+def _test_size(cfg: Config, options: RunOptions) -> int:
+    """The fast mode's subset of the fixture's test split (0: all of it, and outside fast mode)."""
+    return int(cfg.data.fast_test_size) if options.mode == "fast" else 0
 
 
 # ----------------------------------------------------------------------------- run
@@ -267,7 +272,7 @@ def _run_and_harvest(root: Path, disc: Discovery, selected: dict[str, str], cfg:
     started = time.monotonic()
     session = {"key": key, "selected": selected, "mode": options.mode, "threads": options.threads,
                "fast_train_size": _train_size(cfg, options) if options.mode == "fast" else 0,
-               "fast_test_size": cfg.data.fast_test_size if options.mode == "fast" else 0,
+               "fast_test_size": _test_size(cfg, options),
                "data_root": options.data_root, "checkpoint": str(options.checkpoint or cfg.data.checkpoint),
                "isolation": "", "stop": None, "exit": None, "seconds": 0.0, "output": ""}
     if not selected:
@@ -402,7 +407,7 @@ def _stage(stage: Path, root: Path, disc: Discovery, selected: dict[str, str], c
             "portability_module": f"{inside['code']}/portability.py",
             "collected": sorted(_collected(cfg)),
             "fast_train_size": _train_size(cfg, options),
-            "fast_test_size": cfg.data.fast_test_size if options.mode == "fast" else 0,
+            "fast_test_size": _test_size(cfg, options),
             "fast_batches_per_epoch": cfg.data.fast_batches_per_epoch if options.mode == "fast" else 0,
             "fast_batch_size": cfg.data.fast_batch_size if options.mode == "fast" else 0,
             "data_root": inside["cifar"] if options.mode == "full" else None,

@@ -48,16 +48,15 @@ def test_tests_reading_a_session_batch_run_last_in_their_collected_order():
     assert [items.index(i) for i in order] == [2, 5, 1, 4, 0, 3]
 
 
-
 #: run in a child: collect the whole suite as `make test` does, print what a module's early and
-#: late (batch-reading) tests share at module scope or narrower, as JSON
+#: late tests (those using a fixture named in argv[2], as JSON) share at module scope or narrower
 _SHARED_BY_EARLY_AND_LATE = r"""
 import json, sys
 import pytest
 
 class Report:
     def pytest_collection_finish(self, session):
-        late_names = {"sample_batch", "notebook_batch", "notebook_cache"}
+        late_names = set(json.loads(sys.argv[2]))
         early, late = {}, {}
         for item in session.items:
             module = item.nodeid.split("::")[0]
@@ -81,7 +80,10 @@ def test_no_fixture_of_a_module_is_built_again_when_its_batch_tests_run_last(rep
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", _SHARED_BY_EARLY_AND_LATE, str(repo_root / "tests" / "selftest")],
+    from conftest import _SLOW_FIXTURES  # the session-batch fixtures whose tests run last
+
+    proc = subprocess.run([sys.executable, "-c", _SHARED_BY_EARLY_AND_LATE, str(repo_root / "tests" / "selftest"),
+                           json.dumps(sorted(_SLOW_FIXTURES))],
                           cwd=repo_root, capture_output=True, text=True, timeout=600, check=False)
     line = next((x for x in proc.stdout.splitlines() if x.startswith("SHARED")), None)
     assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
