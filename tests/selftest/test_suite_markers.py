@@ -2,7 +2,7 @@
 
 import pytest
 from batch_support import BATCH_TIMEOUT_S
-from conftest import mark_slow_tests, run_batch_tests_last
+from conftest import _SLOW_FIXTURES, mark_slow_tests, run_batch_tests_last
 
 
 class _Item:
@@ -80,8 +80,8 @@ def test_no_fixture_of_a_module_is_built_again_when_its_batch_tests_run_last(rep
     import subprocess
     import sys
 
-    from conftest import _SLOW_FIXTURES  # the session-batch fixtures whose tests run last
-
+    # _SLOW_FIXTURES is imported with this module: once an in-process grading has run tests/rubric,
+    # `import conftest` here would find the rubric's conftest.
     proc = subprocess.run([sys.executable, "-c", _SHARED_BY_EARLY_AND_LATE, str(repo_root / "tests" / "selftest"),
                            json.dumps(sorted(_SLOW_FIXTURES))],
                           cwd=repo_root, capture_output=True, text=True, timeout=600, check=False)
