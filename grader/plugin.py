@@ -111,16 +111,18 @@ def _sandbox_args(config: pytest.Config, cfg) -> dict:
     return sandbox_args(cfg, config.getoption("--hw4-isolation"), config.getoption("--hw4-slot"))
 
 
-def sandbox_args(cfg, isolation: str, slot: int) -> dict:
-    """``sandbox_session``'s arguments for a grading with ``cfg`` (its limits) in ``slot``; a
-    batch parent starts its slots' sandboxes with the same (``grader.sandbox.shared``)."""
+def sandbox_args(cfg, isolation: str, slot: int, threads: int | None = None) -> dict:
+    """``sandbox_session``'s arguments for a grading with ``cfg`` (its limits) in ``slot``, its
+    worker given ``threads`` (default: this grading's share, ``grader.threads``); a batch parent
+    starts its slots' sandboxes with the same (``grader.sandbox.shared``)."""
     from grader.sandbox.launcher import Limits
+    from grader.threads import grading_threads
 
     g = cfg.grading
     limits = Limits(memory_mb=g.memory_mb, cpu_seconds=int(g.submission_budget_s) + 60,
                     processes=g.max_processes, file_mb=g.max_file_mb, output_bytes=g.max_output_bytes)
     return {"load_timeout": g.import_timeout_s, "limits": limits, "isolation": isolation, "slot": slot,
-            "max_result_bytes": g.max_result_mb << 20}
+            "max_result_bytes": g.max_result_mb << 20, "threads": threads or grading_threads()}
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

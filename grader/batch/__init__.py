@@ -32,7 +32,7 @@ from __future__ import annotations
 from grader.archive import ArchiveError
 from grader.batch.collect import LAYOUTS, Collection, Source, collect, prepare, sanitize_id
 from grader.batch.errors import BatchError
-from grader.batch.executor import Executor, ForkExecutor, Outcome, single_torch_thread, threads_per_worker
+from grader.batch.executor import Executor, ForkExecutor, Outcome, single_torch_thread
 from grader.batch.job import Job, failure_result, grade_job, make_record, warm_up
 from grader.batch.run import BatchReport, run_batch
 from grader.batch.store import BatchDir, content_hash, grading_fingerprint, result_of
@@ -61,7 +61,6 @@ __all__ = [
     "run_batch",
     "sanitize_id",
     "single_torch_thread",
-    "threads_per_worker",
     "warm_up",
     "write_outputs",
     "write_student_outputs",

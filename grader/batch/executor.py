@@ -29,8 +29,10 @@ from typing import Any, Protocol
 from grader.batch.job import Job
 from grader.outputs.atomic import write_text
 from grader.sandbox.launcher import sweep_orphaned_uids
+from grader.threads import ENV as THREADS_ENV
+from grader.threads import threads_per_worker
 
-__all__ = ["Executor", "ForkExecutor", "Outcome", "single_torch_thread", "threads_per_worker"]
+__all__ = ["Executor", "ForkExecutor", "Outcome", "single_torch_thread"]
 
 
 @dataclass
@@ -255,10 +257,6 @@ def _deferred_ctrl_c() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def threads_per_worker(workers: int) -> int:
-    """The CPU threads each of ``workers`` parallel gradings gets (its notebook kernel's share)."""
-    return max(1, (os.cpu_count() or 1) // workers)
-
 
 def _child_main(
     job: Job,
@@ -288,14 +286,14 @@ def _child_main(
         os.close(fd)
         tempfile.tempdir = str(tmp)
         os.environ["TMPDIR"] = str(tmp)
-        # Parallel children share the CPUs: notebook kernels (grader.notebooks reads
-        # HW4_NOTEBOOK_THREADS) get their share. The trusted side's tensors are small: one torch
+        # Parallel children share the CPUs: the student code's sandbox worker and notebook kernel
+        # get this child's share (grader.threads). The trusted side's tensors are small: one torch
         # thread is faster than two (measured: 4 samples graded in 74 s instead of 103 s). Only if
         # the parent imported torch: else the grading imports it after starting its sandbox (the
         # grading plugin sets one thread then).
         if "torch" in sys.modules:
             single_torch_thread()
-        os.environ.setdefault("HW4_NOTEBOOK_THREADS", str(threads))
+        os.environ.setdefault(THREADS_ENV, str(threads))
         record = fn(job, slot)
         write_text(result_path, json.dumps(record))
         code = 0

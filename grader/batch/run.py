@@ -24,6 +24,7 @@ from grader.batch.write import write_outputs, write_student_outputs
 from grader.grade import GradeOptions
 from grader.outputs import manual as manual_out
 from grader.results import SubmissionResult
+from grader.threads import threads_per_worker
 from reference.config import Config, load
 
 __all__ = ["BatchReport", "run_batch"]
@@ -109,6 +110,8 @@ def run_batch(
         timeout = (
             g.import_timeout_s + g.submission_budget_s + (g.notebook_budget_s if options.notebooks else 0)
         )
+        # each child's share of the CPUs: fewer submissions than workers leave CPUs to share
+        threads = threads_per_worker(min(workers, max(1, len(jobs))))
         if executor is None:
             executor = ForkExecutor(
                 workers,
@@ -116,9 +119,10 @@ def run_batch(
                 scratch=bd.tmp,
                 log_dir=bd.logs,
                 tmp_root=_fresh_tmp_root(bd),
+                threads=threads,
                 # the real grading of several: one sandbox per slot, borrowed by each grading in
                 # turn (one submission alone starts its own while it imports, as it always did)
-                slot_sandboxes=_slot_sandboxes(cfg, options) if grade_fn is None and len(jobs) > 1 else None,
+                slot_sandboxes=_slot_sandboxes(cfg, options, threads) if grade_fn is None and len(jobs) > 1 else None,
             )
         fn = partial(grade_job, grade_fn=grade_fn)
         try:
@@ -151,12 +155,13 @@ def run_batch(
     return report
 
 
-def _slot_sandboxes(cfg: Config, options: GradeOptions):
+def _slot_sandboxes(cfg: Config, options: GradeOptions, threads: int):
     """The slots' shared sandboxes of a batch (``grader.sandbox.shared``), made the way each
-    grading would make its own. ``HW4_SHARED_SANDBOX=0`` turns them off (one per submission)."""
+    grading would make its own (with the ``threads`` its child gets). ``HW4_SHARED_SANDBOX=0``
+    turns them off (one per submission)."""
     if os.environ.get("HW4_SHARED_SANDBOX", "1") == "0":
         return None
     from grader.plugin import sandbox_args
     from grader.sandbox.shared import SlotSandboxes
 
-    return partial(SlotSandboxes, lambda slot: sandbox_args(cfg, options.isolation, slot))
+    return partial(SlotSandboxes, lambda slot: sandbox_args(cfg, options.isolation, slot, threads))

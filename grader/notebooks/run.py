@@ -42,6 +42,7 @@ from pathlib import Path
 
 from grader.discover import Discovery, discover, is_lab1_file
 from grader.errors import GraderError
+from grader.threads import grading_threads
 from reference import data as reference_data
 from reference.config import REPO_ROOT, Config
 
@@ -49,7 +50,6 @@ __all__ = ["CACHE_ENV", "HARVEST_VERSION", "RunOptions", "cache_key", "execute_n
 
 HERE = Path(__file__).resolve().parent
 CACHE_ENV = "HW4_NOTEBOOK_CACHE"
-THREADS_ENV = "HW4_NOTEBOOK_THREADS"
 GPU_ENV = "HW4_NOTEBOOK_GPU"
 GPU_MEMORY_MB = 1 << 16  # CUDA reserves far more address space than it uses: RLIMIT_AS must allow it
 HARVEST_VERSION = "1"
@@ -89,13 +89,6 @@ MAX_RUN_FILES = 20_000
 START_MARGIN_S = 90.0  # kernel start-up and the runner's own import time, per notebook
 
 
-def _default_threads() -> int:
-    env = os.environ.get(THREADS_ENV)
-    if env:
-        return max(1, int(env))
-    return max(1, min(2, os.cpu_count() or 1))
-
-
 @dataclass(frozen=True)
 class RunOptions:
     """How to run: fast grading mode (default) or full scale (``data_root`` and ``checkpoint``)."""
@@ -104,7 +97,7 @@ class RunOptions:
     checkpoint: str | None = None  # the instructor's pretrained_model.pt
     isolation: str = "auto"
     slot: int = 0
-    threads: int = field(default_factory=_default_threads)
+    threads: int = field(default_factory=grading_threads)
     cache_dir: str | None = field(default_factory=lambda: os.environ.get(CACHE_ENV) or None)
     cell_timeout: float | None = None  # default: config [grading] notebook_cell_timeout_s
     budget: float | None = None  # all notebooks together; default: config [grading] notebook_budget_s

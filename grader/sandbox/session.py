@@ -172,7 +172,7 @@ def sandbox_session(root: Path, *, load_timeout: float = 60.0, limits: Limits | 
     root = Path(root)
     limits = limits or Limits()
     shared = borrowable({"load_timeout": load_timeout, "limits": limits, "isolation": isolation, "slot": slot,
-                         "max_result_bytes": max_result_bytes}) if threads == 1 else None
+                         "max_result_bytes": max_result_bytes, "threads": threads})
     return WorkerSession(discover(root), shared.session.isolation if shared else detect_isolation(isolation), limits,
                          load_timeout=load_timeout, max_result_bytes=max_result_bytes, slot=slot, threads=threads,
                          shared=shared)

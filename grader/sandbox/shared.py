@@ -143,7 +143,8 @@ class SlotSandboxes:
             session.close()
             return None
         self.started += 1
-        return SharedSandbox(session, args)
+        # as sandbox_session compares them with a grading's own (threads: its default, 1)
+        return SharedSandbox(session, {**args, "threads": session.threads})
 
 
 class _Popen:

@@ -50,6 +50,22 @@ def reference_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_batch_workers_share_of_the_cpus():
+    """Every grading of the session -- a batch's children, a test's own grading, a notebook run --
+    gets the CPU threads one notebook-batch worker gets (``HW4_THREADS``): they run next to the
+    two session batches, where a second thread per worker only adds contention, and a notebook run
+    made alone then serves the batch too (the run cache's key includes the thread count). A test
+    of a lone grading's default sets it back explicitly."""
+    from batch_support import NOTEBOOK_WORKERS
+
+    from grader.threads import ENV, threads_per_worker
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV, str(threads_per_worker(NOTEBOOK_WORKERS)))
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _session_batches_start_first(request):
     """The two session batches (below) cost most of the suite's time, so they start in the
     background before the first test whenever a collected test needs them; the tests that need
@@ -82,18 +98,13 @@ def sample_batch(_sample_batch_started):
 def notebook_cache(tmp_path_factory):
     """One notebook-run cache (``HW4_NOTEBOOK_CACHE``) for the whole session: a sample whose
     notebooks one test ran is not run again by another (runs are keyed by content, so a changed
-    file still runs afresh). Grading children inherit the variable. The key includes the kernel's
-    thread count, so every run of the session gets the notebook batch's per-worker share
-    (``HW4_NOTEBOOK_THREADS``): a run made alone then serves the batch too."""
-    from batch_support import NOTEBOOK_WORKERS
-
-    from grader.batch import threads_per_worker
-    from grader.notebooks.run import CACHE_ENV, THREADS_ENV
+    file still runs afresh; every run of the session has the same thread count,
+    :func:`_one_batch_workers_share_of_the_cpus`). Grading children inherit the variable."""
+    from grader.notebooks.run import CACHE_ENV
 
     path = tmp_path_factory.mktemp("notebook-cache")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(CACHE_ENV, str(path))
-        mp.setenv(THREADS_ENV, str(threads_per_worker(NOTEBOOK_WORKERS)))
         yield path
 
 

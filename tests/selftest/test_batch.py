@@ -375,6 +375,21 @@ def test_each_submission_is_graded_in_its_own_child_with_a_distinct_slot(tmp_pat
             assert not (overlap and i["slot"] == j["slot"]), f"{s} and {t} ran at once in slot {i['slot']}"
 
 
+def test_each_child_gets_its_share_of_the_cpus_and_one_alone_gets_more(tmp_path, monkeypatch):
+    """HW4_THREADS (grader.threads: the student code's worker and notebook kernel) is the CPUs
+    divided among the gradings that run at once: fewer submissions than workers share fewer ways."""
+    monkeypatch.delenv("HW4_THREADS", raising=False)  # the suite's own setting
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # the forked children inherit it
+    _batch(make_submissions(tmp_path / "one", {"a": "score 1"}), tmp_path / "out1", workers=2)
+    assert _info(tmp_path / "out1", "a")["threads"] == "4"
+    three = {"a": "score 1", "b": "score 1", "c": "score 1"}
+    _batch(make_submissions(tmp_path / "three", three), tmp_path / "out3", workers=2)
+    assert {_info(tmp_path / "out3", s)["threads"] for s in three} == {"2"}
+    monkeypatch.setenv("HW4_THREADS", "1")  # set by the caller: kept
+    _batch(make_submissions(tmp_path / "kept", {"a": "score 1"}), tmp_path / "outk", workers=2)
+    assert _info(tmp_path / "outk", "a")["threads"] == "1"
+
+
 def test_a_rerun_grades_only_new_or_changed_submissions(tmp_path):
     subs = make_submissions(tmp_path / "subs", {"a": "score 1", "b": "score 0.5", "c": "score 0"})
     out = tmp_path / "out"

@@ -134,3 +134,20 @@ def test_a_term_file_reads_as_one_whole_config_for_the_student_edition():
     assert "extends" not in text
     raw = __import__("tomllib").loads(text)
     assert raw["lab2"]["q"] == 80.0 and raw["lab1"]["steps"] == 200 and raw["lab3"]["symmetric_bits"] == []
+
+
+def test_a_gradings_threads_come_from_hw4_threads_else_at_most_two(monkeypatch):
+    from grader import threads
+
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 16)
+    monkeypatch.delenv(threads.ENV, raising=False)
+    assert threads.grading_threads() == 2
+    for value, want in (("3", 3), ("0", 2), ("x", 2), ("", 2)):
+        monkeypatch.setenv(threads.ENV, value)
+        assert threads.grading_threads() == want, value
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 1)
+    monkeypatch.delenv(threads.ENV)
+    assert threads.grading_threads() == 1
+    assert [threads.threads_per_worker(w) for w in (1, 2, 3, 4)] == [1, 1, 1, 1]
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    assert [threads.threads_per_worker(w) for w in (1, 2, 3, 4)] == [4, 2, 1, 1]
