@@ -1,8 +1,8 @@
 """``summary.html``: the class at a glance, one self-contained page (no scripts, no network).
 
-Plots (matplotlib, inlined as PNG data URIs): the distribution of automatic scores, the pass rate
-per item (full / partial / no points, counting only the tests this run executed), and the most
-common failing test of each item. Tables: per
+Plots (SVG drawn by ``grader.outputs.charts``, inlined as data URIs): the distribution of
+automatic scores, the pass rate per item (full / partial / no points, counting only the tests this
+run executed), and the most common failing test of each item. Tables: per
 item statistics with the most common failure and its usual message, every student with links to
 their feedback, grader errors, and the batch's warnings. The page holds no timings or dates, so
 the same results always give the same bytes. Every text goes in through
@@ -11,12 +11,11 @@ the same results always give the same bytes. Every text goes in through
 
 from __future__ import annotations
 
-import base64
-import io
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from grader.outputs import charts
 from grader.outputs.escape import html_text
 from grader.outputs.points import fmt_points
 from grader.results import STATUS_NOT_RUN, SubmissionResult
@@ -121,13 +120,13 @@ def summary_html(results: list[SubmissionResult], cfg: Config, warnings: Sequenc
         + ".</p>",
     ]
     if graded:
-        parts += ["<h2>Score distribution</h2>", _img(_histogram(totals, possible), "score distribution")]
+        parts += ["<h2>Score distribution</h2>", charts.img(_histogram(totals, possible), "score distribution")]
     if stats:
-        parts += ["<h2>Pass rate per item</h2>", _img(_pass_rates(stats), "pass rate per item")]
+        parts += ["<h2>Pass rate per item</h2>", charts.img(_pass_rates(stats), "pass rate per item")]
         if any(s.top_failure for s in stats):
             parts += [
                 "<h2>Most common failure per item</h2>",
-                _img(_failures(stats), "most common failure per item"),
+                charts.img(_failures(stats), "most common failure per item"),
             ]
         parts += [
             "<table><tr><th>item</th><th>title</th><th>mean</th><th>possible</th><th>full</th>"
@@ -182,70 +181,21 @@ def _median(xs: list[float]) -> float:
     return 0.0 if not n else (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2)
 
 
-def _img(png: bytes, alt: str) -> str:
-    return f'<img alt="{html_text(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+def _histogram(totals: list[float], possible: float) -> str:
+    return charts.histogram_chart(totals, possible)
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    from matplotlib.figure import Figure
-
-    # A bare Figure (not pyplot): no global state, nothing left open between batches.
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
-
-
-def _histogram(totals: list[float], possible: float) -> bytes:
-    fig = _figure(8, 3.2)
-    ax = fig.add_subplot()
-    top = max(possible, max(totals, default=0.0), 1.0)
-    bins = min(20, max(5, len(totals)))
-    ax.hist(totals, bins=bins, range=(0, top), color="#4878a8", edgecolor="white")
-    ax.set_xlabel(f"automatic points (of {fmt_points(possible)})")
-    ax.set_ylabel("students")
-    ax.yaxis.get_major_locator().set_params(integer=True)
-    return _png(fig)
-
-
-def _pass_rates(stats: list[ItemStats]) -> bytes:
-    fig = _figure(max(6, 0.45 * len(stats) + 2), 3.6)
-    ax = fig.add_subplot()
-    names = [s.item for s in stats]
+def _pass_rates(stats: list[ItemStats]) -> str:
     n = [max(s.graded, 1) for s in stats]
-    full = [s.full / k for s, k in zip(stats, n, strict=True)]
-    partial = [s.partial / k for s, k in zip(stats, n, strict=True)]
-    none = [s.none / k for s, k in zip(stats, n, strict=True)]
-    ax.bar(names, full, color="#4c9a4c", label="full points")
-    ax.bar(names, partial, bottom=full, color="#e0b040", label="partial")
-    ax.bar(
-        names, none, bottom=[a + b for a, b in zip(full, partial, strict=True)], color="#c85050", label="none"
-    )
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("share of students")
-    ax.tick_params(axis="x", labelrotation=60)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    return _png(fig)
+    return charts.pass_rate_chart([s.item for s in stats], [s.full / k for s, k in zip(stats, n, strict=True)],
+                                  [s.partial / k for s, k in zip(stats, n, strict=True)],
+                                  [s.none / k for s, k in zip(stats, n, strict=True)])
 
 
-def _failures(stats: list[ItemStats]) -> bytes:
+def _failures(stats: list[ItemStats]) -> str:
     rows = [s for s in stats if s.top_failure]
-    fig = _figure(10, 0.35 * len(rows) + 1.2)
-    ax = fig.add_subplot()
-    labels = [f"{s.item}: {_short(s.top_failure or '')}" for s in rows]
-    ax.barh(labels, [s.top_failure_count for s in rows], color="#c85050")
-    ax.invert_yaxis()
-    ax.set_xlabel("students failing it")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.tick_params(axis="y", labelsize="small")
-    return _png(fig)
+    return charts.failures_chart([f"{s.item}: {_short(s.top_failure or '')}" for s in rows],
+                                 [s.top_failure_count for s in rows])
 
 
 def _short(name: str, n: int = 60) -> str:

@@ -94,10 +94,12 @@ def test_the_page_is_self_contained_escaped_and_reproducible():
     assert page == summary_html(results(), CFG)  # no dates or timings: same results, same bytes
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page), "the page must not load anything"
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([^"]+)">', page)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/svg\+xml;base64,([^"]+)">', page)
     assert [alt for alt, _ in images] == PLOTS
     for _, data in images:
-        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+        svg = base64.b64decode(data).decode()
+        assert svg.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and svg.endswith("</svg>")
+        assert "<script" not in svg and "href" not in svg
 
 
 def test_item_statistics_leave_out_tests_this_run_did_not_execute():
