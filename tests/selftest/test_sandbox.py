@@ -942,3 +942,23 @@ def test_uid_leases_use_a_private_lock_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(launcher, "LOCK_DIR", str(folder))
     with pytest.raises(RuntimeError, match=r"not a root-owned private folder"):
         launcher.lease_uid()
+
+
+def test_each_call_is_seeded_from_its_own_text_for_python_numpy_and_torch(tmp_path):
+    """The same call draws the same numbers every time, and torch's CPU generator is in the state
+    ``torch.manual_seed`` of the call's seed gives (the worker seeds that generator alone)."""
+    import torch
+
+    from grader.sandbox.proxy import _seed, describe_call
+
+    code = ("import random\nimport numpy as np\nimport torch\n\n"
+            "def draw(n):\n    return [random.random(), float(np.random.rand()), torch.rand(n).tolist()]\n")
+    sub = _fresh(tmp_path, "auto", {"draws.py": code})
+    sub.discovery.found["draw"] = Location("draws.py", "test")
+    try:
+        first, again, other = sub.call("draw", 3), sub.call("draw", 3), sub.call("draw", 4)
+    finally:
+        sub.close()
+    assert first == again and first[2] != other[2][:3]
+    torch.manual_seed(_seed(describe_call("draw", (3,), {})))
+    assert first[2] == torch.rand(3).tolist()
