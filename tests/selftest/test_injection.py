@@ -22,6 +22,7 @@ Unit tests use a made-up result full of hostile text; the rest read the session'
 from __future__ import annotations
 
 import ast
+import base64
 import csv
 import io
 import re
@@ -119,7 +120,12 @@ def assert_html_page_inert(text: str) -> None:
     for tag, attrs in page.tags:
         assert not [a for a in attrs if a.startswith("on")], (tag, attrs)
         if tag == "img":
-            assert attrs["src"].startswith("data:image/png;base64,"), attrs["src"][:80]
+            # our charts (grader/outputs/charts.py): SVG data with no script, link or handler in it
+            # (an <img> never runs one anyway)
+            prefix = "data:image/svg+xml;base64,"
+            assert attrs["src"].startswith(prefix), attrs["src"][:80]
+            svg = base64.b64decode(attrs["src"][len(prefix):]).decode()
+            assert not re.search(r"<script|<foreignObject|href|\son\w+=|javascript:", svg, re.I), svg[:200]
         if tag == "a":
             assert not re.match(r"[a-z]+:", attrs["href"]), attrs["href"]  # relative links only
 
