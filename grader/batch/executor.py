@@ -257,7 +257,6 @@ def _deferred_ctrl_c() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-
 def _child_main(
     job: Job,
     slot: int,

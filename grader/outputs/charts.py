@@ -4,7 +4,8 @@ They were matplotlib figures: importing it and laying out two or three PNGs took
 batch run, 5 % of a submission graded alone (measured 2026-12-04). A bar chart is a few
 rectangles and labels; SVG draws them crisply at any zoom and needs nothing installed.
 
-Every label is XML-escaped (a test name, an item id); the page embeds each chart as a base64
+Every label goes through ``grader.outputs.escape.html_text`` (escaped, control characters
+dropped: valid XML text); the page embeds each chart as a base64
 ``data:`` image, so nothing in it can reach the page's own markup either.
 """
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Sequence
-from html import escape
 
+from grader.outputs.escape import html_text
 from grader.outputs.points import fmt_points
 
 __all__ = ["failures_chart", "histogram_chart", "img", "pass_rate_chart"]
@@ -26,7 +27,7 @@ GREEN, YELLOW, RED, BLUE, GRID = "#4c9a4c", "#e0b040", "#c85050", "#4878a8", "#d
 def img(svg: str, alt: str) -> str:
     """An ``<img>`` holding ``svg`` (base64 ``data:`` URI) with ``alt`` text."""
     data = base64.b64encode(svg.encode()).decode()
-    return f'<img alt="{escape(alt)}" src="data:image/svg+xml;base64,{data}">'
+    return f'<img alt="{html_text(alt)}" src="data:image/svg+xml;base64,{data}">'
 
 
 def histogram_chart(totals: Sequence[float], possible: float) -> str:
@@ -103,7 +104,7 @@ class _Plot:
     def text(self, x: float, y: float, text: str, anchor: str = "start", size: int = 12, rotate: float = 0) -> None:
         at = f'x="{self.left + x:.1f}" y="{self.top + y:.1f}"'
         turn = f' transform="rotate({rotate:g} {self.left + x:.1f} {self.top + y:.1f})"' if rotate else ""
-        self.parts.append(f'<text {at} text-anchor="{anchor}" font-size="{size}"{turn}>{escape(text)}</text>')
+        self.parts.append(f'<text {at} text-anchor="{anchor}" font-size="{size}"{turn}>{html_text(text)}</text>')
 
     def y_ticks(self, ticks: list[tuple[float, str]], ymax: float) -> None:
         for v, label in ticks:

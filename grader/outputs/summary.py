@@ -120,7 +120,7 @@ def summary_html(results: list[SubmissionResult], cfg: Config, warnings: Sequenc
         + ".</p>",
     ]
     if graded:
-        parts += ["<h2>Score distribution</h2>", charts.img(_histogram(totals, possible), "score distribution")]
+        parts += ["<h2>Score distribution</h2>", charts.img(charts.histogram_chart(totals, possible), "score distribution")]
     if stats:
         parts += ["<h2>Pass rate per item</h2>", charts.img(_pass_rates(stats), "pass rate per item")]
         if any(s.top_failure for s in stats):
@@ -179,10 +179,6 @@ def _median(xs: list[float]) -> float:
     s = sorted(xs)
     n = len(s)
     return 0.0 if not n else (s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2)
-
-
-def _histogram(totals: list[float], possible: float) -> str:
-    return charts.histogram_chart(totals, possible)
 
 
 def _pass_rates(stats: list[ItemStats]) -> str:

@@ -255,10 +255,9 @@ def _inplace(before: dict, module) -> dict:
 
 
 def _seed(seed: int) -> None:
-    """Seed Python's, numpy's and torch's CPU generator before a call. Only the CPU one: the
-    sandbox has no GPU device, and ``torch.manual_seed`` also queues a lazy CUDA seeding with a
-    captured stack each time (0.1-0.8 ms a call, ~1,700 calls per grading) to leave torch's CPU
-    generator in the very state ``default_generator.manual_seed`` does."""
+    """Seed Python's, numpy's and torch's CPU generator before a call. torch's CPU generator ends
+    in the state ``torch.manual_seed`` gives it; that call also queues a lazy CUDA seeding with a
+    captured stack (0.1-0.8 ms, ~1,700 calls a grading) for a device the sandbox never has."""
     import torch
 
     random.seed(seed)
