@@ -120,7 +120,8 @@ def summary_html(results: list[SubmissionResult], cfg: Config, warnings: Sequenc
         + ".</p>",
     ]
     if graded:
-        parts += ["<h2>Score distribution</h2>", charts.img(charts.histogram_chart(totals, possible), "score distribution")]
+        histogram = charts.histogram_chart(totals, possible)
+        parts += ["<h2>Score distribution</h2>", charts.img(histogram, "score distribution")]
     if stats:
         parts += ["<h2>Pass rate per item</h2>", charts.img(_pass_rates(stats), "pass rate per item")]
         if any(s.top_failure for s in stats):
