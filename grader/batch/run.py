@@ -24,7 +24,7 @@ from grader.batch.write import write_outputs, write_student_outputs
 from grader.grade import GradeOptions
 from grader.outputs import manual as manual_out
 from grader.results import SubmissionResult
-from grader.threads import threads_per_worker
+from grader.threads import batch_threads
 from reference.config import Config, load
 
 __all__ = ["BatchReport", "run_batch"]
@@ -111,7 +111,7 @@ def run_batch(
             g.import_timeout_s + g.submission_budget_s + (g.notebook_budget_s if options.notebooks else 0)
         )
         # each child's share of the CPUs: fewer submissions than workers leave CPUs to share
-        threads = threads_per_worker(min(workers, max(1, len(jobs))))
+        threads = batch_threads(min(workers, max(1, len(jobs))))
         if executor is None:
             executor = ForkExecutor(
                 workers,
@@ -120,9 +120,10 @@ def run_batch(
                 log_dir=bd.logs,
                 tmp_root=_fresh_tmp_root(bd),
                 threads=threads,
-                # the real grading of several: one sandbox per slot, borrowed by each grading in
-                # turn (one submission alone starts its own while it imports, as it always did)
-                slot_sandboxes=_slot_sandboxes(cfg, options, threads) if grade_fn is None and len(jobs) > 1 else None,
+                # the real grading: one sandbox per slot, borrowed by each grading in turn; started
+                # here before the fork, so even one submission alone has its zygote importing torch
+                # while its child starts pytest and reads the submission (not after)
+                slot_sandboxes=_slot_sandboxes(cfg, options, threads) if grade_fn is None else None,
             )
         fn = partial(grade_job, grade_fn=grade_fn)
         try:

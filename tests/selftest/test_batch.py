@@ -301,7 +301,8 @@ def test_the_progress_line_counts_only_the_points_graded_in_this_mode(tmp_path):
 
 def test_only_a_batch_of_several_warms_up_its_parent(tmp_path, monkeypatch):
     """Children forked from a warm parent import nothing again; one submission alone gains nothing
-    from it and waits for it: its grading imports torch while its own sandbox starts."""
+    from it and waits for it: its grading imports torch while its sandbox (started by the parent
+    just before the fork) imports torch too."""
     warmed = []
     monkeypatch.setattr(grader.batch.run, "warm_up", warmed.append)
     _batch(make_submissions(tmp_path / "one", {"a": "score 1"}), tmp_path / "out1")
@@ -388,6 +389,40 @@ def test_each_child_gets_its_share_of_the_cpus_and_one_alone_gets_more(tmp_path,
     monkeypatch.setenv("HW4_THREADS", "1")  # set by the caller: kept
     _batch(make_submissions(tmp_path / "kept", {"a": "score 1"}), tmp_path / "outk", workers=2)
     assert _info(tmp_path / "outk", "a")["threads"] == "1"
+
+
+def test_the_slot_sandbox_is_made_with_the_threads_its_gradings_compare_against(tmp_path, monkeypatch):
+    """A grading borrows its slot's sandbox only if it would have made the same one
+    (``grader.sandbox.shared.borrowable``), threads included. With HW4_THREADS set by the caller the
+    children keep it, so the slot sandboxes must be made with it too: they were made with the
+    computed share, no grading borrowed them, and every grading started a zygote of its own (and
+    the unused slot zygotes cost their start for nothing)."""
+    from grader.batch import run as batch_run
+    from grader.plugin import sandbox_args
+
+    made = {}
+
+    class NoGrading:
+        def __init__(self, workers, **kw):
+            made.update(kw)
+
+        def run(self, jobs, fn, started=None):
+            yield from ()
+
+    monkeypatch.setattr(batch_run, "ForkExecutor", NoGrading)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setenv("HW4_THREADS", "1")
+    run_batch(make_submissions(tmp_path / "subs", {"a": "score 1"}), tmp_path / "out", FUNCTIONS, workers=2,
+              progress=False)
+    cfg = load()
+    child = sandbox_args(cfg, FUNCTIONS.isolation, 0)  # what the child's grading compares against
+    assert made["threads"] == 1
+    assert made["slot_sandboxes"] is not None, "one submission alone gets a slot sandbox too"
+    assert made["slot_sandboxes"].args[0](0) == child
+    monkeypatch.delenv("HW4_THREADS")
+    run_batch(make_submissions(tmp_path / "subs2", {"a": "score 1", "b": "score 1"}), tmp_path / "out2",
+              FUNCTIONS, workers=2, progress=False)
+    assert made["threads"] == 2 and made["slot_sandboxes"].args[0](0)["threads"] == 2
 
 
 def test_a_rerun_grades_only_new_or_changed_submissions(tmp_path):
