@@ -103,3 +103,10 @@ def warm_up(options: GradeOptions) -> None:
         detect_isolation(options.isolation)  # the bubblewrap probe, cached for every child
     redact.secret_lines()
     refcache.prime()
+    # Hypothesis registers its global Random on a process's first derandomized run, with a full
+    # garbage collection (0.1 s with torch loaded): once here instead of once in every child. Every
+    # run seeds that Random before use, so what the tests draw is the same either way.
+    from hypothesis.internal.entropy import deterministic_PRNG
+
+    with deterministic_PRNG():
+        pass

@@ -311,6 +311,34 @@ def test_only_a_batch_of_several_warms_up_its_parent(tmp_path, monkeypatch):
     assert warmed == [FUNCTIONS]
 
 
+_FIRST_PRNG = """
+import gc, sys
+from grader.batch.job import warm_up
+from grader.grade import GradeOptions
+if sys.argv[1] == "warm":
+    warm_up(GradeOptions(notebooks=False))
+from hypothesis.internal.entropy import deterministic_PRNG
+collected = []
+gc.collect = lambda *a: collected.append(a) or 0
+with deterministic_PRNG():
+    pass
+print(len(collected))
+"""
+
+
+def test_a_warm_parent_spares_its_children_hypothesiss_first_run_collection():
+    """Hypothesis registers its global Random on a process's first derandomized run, with a full
+    garbage collection (0.1 s with torch loaded, once per grading child). ``warm_up`` does it in
+    the parent; a cold process still pays it (so the check is not vacuous)."""
+    runs = {mode: subprocess.run([sys.executable, "-c", _FIRST_PRNG, mode], capture_output=True, text=True,
+                                 timeout=300, cwd=SUBMISSIONS.parent.parent, check=False)
+            for mode in ("cold", "warm")}
+    for mode, proc in runs.items():
+        assert proc.returncode == 0, f"{mode}: {proc.stderr[-2000:]}"
+    assert int(runs["cold"].stdout.split()[-1]) >= 1
+    assert int(runs["warm"].stdout.split()[-1]) == 0
+
+
 def _info(out: Path, student: str) -> dict:
     record = json.loads((out / ".hw4grade" / "records" / f"{student}.json").read_text())
     return json.loads(record["result"]["items"]["lab1.b"]["cases"][0]["message"])
