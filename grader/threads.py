@@ -4,10 +4,10 @@ and the notebook kernel alike.
 A batch runs ``min(workers, submissions)`` gradings at once and gives each forked child
 ``CPUs // that`` threads, in ``HW4_THREADS`` (:func:`batch_threads`; a value the caller set wins,
 and the batch's slot sandboxes are made with the same number, or no grading could borrow them);
-a grading started any
-other way (``hw4grade check``, ``python -m grader.grade``) takes ``HW4_THREADS`` if set, else
-``min(2, CPUs)`` (:func:`grading_threads`). The trusted side keeps one torch thread whatever this
-says: its work is many small tensor operations, where a second thread spins more than it helps.
+a grading started any other way (``hw4grade check``, ``python -m grader.grade``) takes
+``HW4_THREADS`` if set, else ``min(2, CPUs)`` (:func:`grading_threads`). The trusted side keeps
+one torch thread whatever this says: its work is many small tensor operations, where a second
+thread spins more than it helps.
 
 Why a lone grading takes two: its trusted process mostly waits while the worker computes, and
 the worker's largest calls are convolutions over real images (the quantized ResNet-20's accuracy,
