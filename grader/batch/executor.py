@@ -30,7 +30,7 @@ from grader.batch.job import Job
 from grader.outputs.atomic import write_text
 from grader.sandbox.launcher import sweep_orphaned_uids
 from grader.threads import ENV as THREADS_ENV
-from grader.threads import threads_per_worker
+from grader.threads import batch_threads
 
 __all__ = ["Executor", "ForkExecutor", "Outcome", "single_torch_thread"]
 
@@ -122,7 +122,7 @@ class ForkExecutor(Executor):
         # the system temp folder, which the sandbox's unprivileged uid can reach (OUT may be
         # under a private home).
         self.tmp_root = Path(tmp_root) if tmp_root else None
-        self.threads = threads or threads_per_worker(workers)
+        self.threads = threads or batch_threads(workers)
         #: makes the slots' shared sandboxes (``grader.sandbox.shared``) given their staging root
         self.slot_sandboxes = slot_sandboxes
 
@@ -292,7 +292,7 @@ def _child_main(
         # grading plugin sets one thread then).
         if "torch" in sys.modules:
             single_torch_thread()
-        os.environ.setdefault(THREADS_ENV, str(threads))
+        os.environ[THREADS_ENV] = str(threads)  # batch_threads already kept a caller's HW4_THREADS
         record = fn(job, slot)
         write_text(result_path, json.dumps(record))
         code = 0
