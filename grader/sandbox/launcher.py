@@ -615,6 +615,11 @@ class SandboxProcess:
     def uid(self) -> int | None:
         return self.lease.uid if self.lease else None
 
+    @property
+    def root_pid(self) -> int:
+        """The sandbox's first process: everything it runs descends from it."""
+        return self.popen.pid
+
     def drain(self, stream) -> None:
         """Read a stream to its end, keeping the first ``limits.output_bytes`` bytes; kill the
         process once it printed more than ``limits.flood_bytes``."""

@@ -15,7 +15,9 @@ crash, a missing name, a signature the grader cannot call, an ungradable return 
 function that timed out, crashed the worker, hit the memory limit, failed after half its timeout
 or answered after three quarters of it ``max_strikes`` times fails fast afterwards, and once the
 submission's time budget -- loading included -- is spent every further call fails fast: a
-hanging or dawdling submission costs a bounded time. A file whose loading hung or crashed is
+hanging or dawdling submission costs a bounded time. Every limit here counts charged time
+(``runclock``: time spent waiting for a CPU on a busy machine is not the student's). A file
+whose loading hung or crashed is
 left out (``session.broken``): calls into it fail at once with the reason, and the submission's
 other files are graded as usual. Public and hidden tests run in different workers
 (:meth:`Submission.set_phase`).
@@ -255,7 +257,6 @@ class Submission:
                 raise StudentCrash(f"not run: {unit} could not be loaded: {self.session.broken[unit]}",
                                    function=name, call=call_text)
             limit = min(timeout or self.call_timeout, max(self.budget - self.spent, 1.0))
-            started = time.monotonic()
             self.calls += 1
             try:
                 # The worker interrupts the call itself at ``limit`` (no restart needed); the hard
@@ -269,11 +270,12 @@ class Submission:
                 failure = self._strike(name, StudentCrash, f"the worker running your code {exc.how}",
                                        call_text, _tail(exc.output))
             finally:
-                self.spent += time.monotonic() - started
+                # charged time (runclock): waiting for a CPU on a busy machine is not the student's
+                took = self.session.last_charged
+                self.spent += took
             err = reply.get("error") if failure is None else None
             if isinstance(err, dict) and err.get("kind") == "timeout":
                 failure = self._strike(name, StudentTimeout, _timeout_message(limit), call_text)
-            took = time.monotonic() - started
             slow = took >= limit / 2
             if (failure is None and isinstance(err, dict) and isinstance(err.get("message"), str)
                     and err.get("kind") not in ("grader", "timeout") and (err.get("kind") == "memory" or slow)):

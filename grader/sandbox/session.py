@@ -11,7 +11,9 @@ restarted and the other files are loaded without it -- so an endless loop in ``l
 costs Lab 1, not the whole submission. All files together get at most twice the load timeout
 per start, and the caller's budget (loading counts against the submission's time).
 
-``request()`` sends one frame and waits for the answer with a wall-clock timeout; a timeout, a
+``request()`` sends one frame and waits for the answer with a timeout in the worker's charged
+time (``runclock``: not counting its waits for a CPU; at most ``runclock.BACKSTOP`` times the
+timeout in wall-clock time); a timeout, a
 crash or a malformed answer ends the worker (``WorkerTimedOut`` / ``WorkerDied``; the zygote
 reports how it ended), and the next ``start()`` forks a fresh one (a fresh sandbox where the
 zygote is gone, or where it may not sweep: a non-root ``rlimit`` sandbox shares the grader's
@@ -46,6 +48,7 @@ from typing import Any
 from grader.discover import Discovery, discover, walk_files
 from grader.errors import GraderError
 from grader.sandbox import channel as ch
+from grader.sandbox import runclock
 from grader.sandbox.launcher import (
     Isolation,
     Limits,
@@ -201,6 +204,8 @@ class WorkerSession:
         self._in_file: Any = None  # the request pipe's write end (a raw file object)
         self._ctl: socket.socket | None = None  # the zygote's control socket
         self._child_pid: int | None = None  # the worker's pid (as the zygote sees it)
+        self._clock_pid: tuple[int | None, int | None] = (None, None)  # (_child_pid, its pid here)
+        self.last_charged = 0.0  # charged seconds of the last request (runclock)
         self._forks = 0  # workers forked by this sandbox's zygote
         self._ready = False  # the zygote answered its ping (see launch)
         self._taken = True  # a borrowed sandbox was swept and holds this submission (see _take_over)
@@ -223,7 +228,8 @@ class WorkerSession:
         self.stage, self._own_stage = shared.stage, False
         # a descriptor of our own: closing it (kill) leaves the owner's open
         self._ctl = shared.session._ctl.dup()
-        self.proc = BorrowedProcess(self._ctl, self.limits, self._wake)
+        self.proc = BorrowedProcess(self._ctl, self.limits, self._wake,
+                                    root_pid=shared.session.proc.root_pid if shared.session.proc else None)
         self._taken = False
         return True
 
@@ -258,7 +264,8 @@ class WorkerSession:
     def _stage_files(self) -> None:
         (self.stage / "code").mkdir()
         (self.stage / "given").mkdir()
-        for src in [HERE / "worker.py", HERE / "channel.py", HERE / "cpu_only.py", *sorted(HERE.glob("probes_*.py"))]:
+        for src in [HERE / "worker.py", HERE / "channel.py", HERE / "cpu_only.py", HERE / "runclock.py",
+                    *sorted(HERE.glob("probes_*.py"))]:
             shutil.copyfile(src, self.stage / "code" / src.name)
         for name, src in GIVEN_SOURCES.items():
             shutil.copyfile(src, self.stage / "given" / name)
@@ -522,7 +529,7 @@ class WorkerSession:
             try:
                 reply, blobs = self.request({"op": "load", "units": [unit]}, timeout=timeout)
             except WorkerTimedOut as exc:
-                clock["used"] += time.monotonic() - begun
+                clock["used"] += self.last_charged  # a busy machine's delays are not the student's
                 if timeout < self.load_timeout:
                     for rest in pending[pending.index(name):]:
                         self.broken[rest] = ran_out
@@ -535,7 +542,7 @@ class WorkerSession:
                 self.broken[name] = f"the worker running your code {exc.how} while loading it"
                 return False
             if not known:
-                clock["used"] += time.monotonic() - begun
+                clock["used"] += self.last_charged
                 clock["good"].add(name)
             try:
                 body = ch.decode(reply.get("body"), blobs) if reply.get("ok") else None
@@ -601,13 +608,15 @@ class WorkerSession:
             raise WorkerDied(self._how_died(), self._output())
         self._ids += 1
         header = dict(header, id=self._ids)
+        self.last_charged = 0.0
+        clock = self._worker_clock()
         try:
             ch.write_frame(self._in_file, header, blobs or [])
         except (BrokenPipeError, OSError):
             how = self._child_death()
             raise WorkerDied(how, self._output()) from None
         try:
-            kind, payload = self._replies.get(timeout=timeout)
+            kind, payload = self._await_reply(timeout, clock)
         except queue.Empty:
             self.end_child(sweep=True)
             raise WorkerTimedOut(timeout, self._output()) from None
@@ -622,6 +631,32 @@ class WorkerSession:
             self.end_child(sweep=True)
             raise WorkerDied("sent a reply that does not answer the request", self._output())
         return reply, reply_blobs
+
+    def _await_reply(self, limit: float, clock: runclock.Stopwatch) -> tuple[str, Any]:
+        """The worker's next reply within ``limit`` seconds of its charged time (``runclock``:
+        time it waited for a CPU does not count) and ``runclock.BACKSTOP * limit`` wall-clock
+        seconds. Records the charged seconds in ``last_charged``. Raises ``queue.Empty`` when
+        the time is up."""
+        wait = limit
+        try:
+            while True:
+                try:
+                    return self._replies.get(timeout=wait)
+                except queue.Empty:
+                    wait = min(limit - clock.charged(), runclock.BACKSTOP * limit - clock.wall())
+                    if wait <= 0.01:
+                        raise
+        finally:
+            self.last_charged = clock.charged()
+
+    def _worker_clock(self) -> runclock.Stopwatch:
+        """A stopwatch of the current worker's charged time, started now (wall-clock time where
+        the worker's pid cannot be found from here; looked up once per worker)."""
+        pid = self._child_pid
+        if pid is not None and self._clock_pid[0] != pid:
+            root = getattr(self.proc, "root_pid", None)
+            self._clock_pid = (pid, runclock.host_pid(pid, root) if isinstance(root, int) else None)
+        return runclock.Stopwatch(self._clock_pid[1] if pid is not None else None)
 
     def _child_death(self) -> str:
         """How the worker ended: the sandbox's own exit (a watchdog, the zygote gone), or the

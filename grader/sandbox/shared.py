@@ -165,8 +165,9 @@ class BorrowedProcess:
     workers' output (each fork's own pipe, drained here, capped like the owner's, a flood stops
     the worker), whether it is still usable, and ``kill`` (sweep the workers, stop using it)."""
 
-    def __init__(self, ctl: socket.socket, limits: Limits, wake: Callable[[], None]):
+    def __init__(self, ctl: socket.socket, limits: Limits, wake: Callable[[], None], root_pid: int | None = None):
         self.ctl, self.limits, self.wake = ctl, limits, wake
+        self.root_pid = root_pid  # the owner's first process: its workers descend from it (runclock)
         self.popen = _Popen(self)
         self.usable = True  # False: never sent another request (a flood, a failure, killed)
         self._swept = False

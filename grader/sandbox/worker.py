@@ -21,16 +21,18 @@ Requests (``op``):
                accuracy, ...) that needs student code in the loop.
     ``ping``   liveness.
 
-``call`` and ``probe`` may carry ``soft_timeout`` (seconds): a SIGALRM then interrupts the
-student's code and the reply is an error of kind ``timeout`` -- the worker survives, so a hang
-costs no restart. The grader's own (hard) timeout, a little later, kills a worker whose code
-swallowed the interrupt or hangs in C. Error kinds: ``exception`` (the student's code raised;
+``call`` and ``probe`` may carry ``soft_timeout`` (seconds of charged time: waiting for a CPU
+does not count, see ``runclock``): a SIGALRM then interrupts the student's code and the reply is
+an error of kind ``timeout`` -- the worker survives, so a hang costs no restart. The grader's own
+(hard) timeout, a little later, kills a worker whose code swallowed the interrupt or hangs in C.
+Error kinds: ``exception`` (the student's code raised;
 traceback trimmed to the student's frames), ``signature`` (the function does not accept the
 arguments the grader passes), ``return`` (the return value cannot be sent back as data),
 ``missing``, ``timeout``, ``grader`` (a fault of the harness, never blamed on the student).
 A student file named like a module the worker uses (``numpy.py``) loads under a private name.
 
-Imports: the standard library, NumPy, torch, ``channel`` and ``cpu_only`` (copied next to this file).
+Imports: the standard library, NumPy, torch, ``channel``, ``cpu_only`` and ``runclock`` (copied next
+to this file).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the 
 
 import channel as ch
 import numpy as np
+import runclock
 
 GIVEN_DIR = os.environ.get("HW4_GIVEN_DIR", "")
 SUBMISSION_DIR = os.environ.get("HW4_SUBMISSION_DIR", "")
@@ -513,20 +516,29 @@ class CallTimeout(BaseException):
     """The soft deadline of a call passed (raised from the SIGALRM handler)."""
 
 
-_DEADLINE = {"armed": False, "fired": False}
+_DEADLINE = {"armed": False, "fired": False, "limit": 0.0}
+_CLOCK = runclock.Stopwatch()
 
 
 def _on_alarm(signum, frame) -> None:
+    if not _DEADLINE["armed"]:
+        return
+    # Time spent waiting for a CPU is not the student's (runclock): wait out what is left.
+    left = _DEADLINE["limit"] - _CLOCK.charged()
+    if left > 0.01:
+        signal.setitimer(signal.ITIMER_REAL, left)
+        return
     _DEADLINE["fired"] = True
-    if _DEADLINE["armed"]:
-        raise CallTimeout()
+    raise CallTimeout()
 
 
 def _arm(seconds: float) -> None:
-    """Interrupt the student's code after ``seconds`` (a Python-level loop ends here, without
+    """Interrupt the student's code after ``seconds`` of charged time (wall-clock time less the
+    time spent waiting for a CPU, see ``runclock``): a Python-level loop ends here, without
     killing the worker; a loop in C code, or code that swallows the interrupt, is killed by the
-    grader's hard timeout a little later)."""
-    _DEADLINE.update(armed=True, fired=False)
+    grader's hard timeout a little later."""
+    _CLOCK.start()
+    _DEADLINE.update(armed=True, fired=False, limit=seconds)
     signal.signal(signal.SIGALRM, _on_alarm)  # again: a student may have replaced the handler
     signal.setitimer(signal.ITIMER_REAL, seconds)
 
@@ -572,7 +584,6 @@ def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
         op = req.get("op")
         soft = req.get("soft_timeout") if op in ("call", "probe") else None
         soft = float(soft) if isinstance(soft, int | float) and soft > 0 else None
-        started = time.monotonic()
         try:
             try:
                 if soft:
@@ -582,7 +593,7 @@ def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
                 if soft:
                     _disarm()
             # Interrupted code that swallowed the interrupt and returned anyway still took too long.
-            if soft and (_DEADLINE["fired"] or time.monotonic() - started > soft):
+            if soft and (_DEADLINE["fired"] or _CLOCK.charged() > soft):
                 raise CallTimeout()
         except CallTimeout:
             header, out_blobs = {"ok": False, "id": req.get("id"),

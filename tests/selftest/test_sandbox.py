@@ -7,9 +7,11 @@ per level (one worker start each); the few that wreck their worker get a submiss
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import stat
+import subprocess
 import sys
 import tempfile
 import threading
@@ -29,7 +31,7 @@ from grader.errors import (
     StudentException,
     StudentTimeout,
 )
-from grader.sandbox import launcher
+from grader.sandbox import launcher, runclock
 from grader.sandbox.launcher import Limits, detect_isolation, landlock_abi
 from grader.sandbox.proxy import Submission
 
@@ -82,6 +84,13 @@ def spin_swallowing_interrupts():
 def sleep_then_answer(seconds):
     time.sleep(seconds)
     return 42
+
+
+def burn(seconds):
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        pass
+    return "done"
 
 
 def memory_bomb():
@@ -487,6 +496,54 @@ def test_slow_call_that_returns_after_its_timeout_still_times_out(sandbox):
     with pytest.raises(StudentTimeout):
         sandbox.sleep_then_answer(CALL_TIMEOUT + 1)
     assert sandbox.sleep_then_answer(0) == 42
+
+
+@contextlib.contextmanager
+def _starved(sub: Submission, spinners: int = 3):
+    """The worker's main thread shares one CPU with ``spinners`` busy processes: it gets a
+    quarter of a core at most, as on a machine a whole batch keeps busy."""
+    sub.identity(0)  # a worker is running (an earlier test may have killed it)
+    worker = runclock.host_pid(sub.session._child_pid, sub.session.proc.popen.pid)
+    assert worker is not None
+    cpu = min(os.sched_getaffinity(worker))
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)  # own autogroups
+            for _ in range(spinners)]
+    try:
+        for proc in busy:
+            os.sched_setaffinity(proc.pid, {cpu})
+        os.sched_setaffinity(worker, {cpu})
+        yield
+    finally:
+        for proc in busy:
+            proc.kill()
+            proc.wait()
+
+
+def test_time_spent_waiting_for_a_cpu_is_not_charged_to_the_call(sandbox):
+    """An honest call that needs 60 % of its limit in CPU time finishes on a machine so busy
+    that it takes twice its limit and more in wall-clock time (soft and hard deadline alike)."""
+    sandbox.strikes.pop("burn", None)
+    with _starved(sandbox):
+        started = time.monotonic()
+        assert sandbox.burn(0.6 * CALL_TIMEOUT) == "done"
+        took = time.monotonic() - started
+    assert took > CALL_TIMEOUT + max(1.0, 0.25 * CALL_TIMEOUT)  # the old wall-clock hard deadline
+    assert sandbox.session.last_charged < CALL_TIMEOUT
+
+
+def test_a_starved_loop_that_swallows_the_interrupt_is_killed_within_the_backstop(sandbox):
+    """The grader's hard deadline reads the worker's clock from outside: a loop that swallows
+    the interrupt while it waits for a CPU is still killed, no later than ``runclock.BACKSTOP``
+    times the hard limit in wall-clock time, and the next call gets a fresh worker."""
+    hard = CALL_TIMEOUT + max(1.0, 0.25 * CALL_TIMEOUT)
+    sandbox.strikes.pop("spin_swallowing_interrupts", None)
+    with _starved(sandbox):
+        started = time.monotonic()
+        with pytest.raises(StudentTimeout):
+            sandbox.spin_swallowing_interrupts()
+        took = time.monotonic() - started
+    assert hard < took < runclock.BACKSTOP * hard + 3.0
+    assert sandbox.identity("after") == "after"
 
 
 def test_a_function_that_keeps_hanging_fails_fast_after_its_strikes(sandbox):
