@@ -474,7 +474,9 @@ def test_endless_loop_is_interrupted_at_its_timeout_without_a_restart(sandbox):
     started = time.monotonic()
     with pytest.raises(StudentTimeout, match=rf"did not finish within {CALL_TIMEOUT:g} s"):
         sandbox.spin()
-    assert time.monotonic() - started < CALL_TIMEOUT + 1.5
+    # charged time: on a machine the suite's batches keep busy, the wall clock runs longer
+    assert sandbox.session.last_charged < CALL_TIMEOUT + 1.5
+    assert time.monotonic() - started < runclock.BACKSTOP * CALL_TIMEOUT + 1.5
     assert sandbox.session.restarts == restarts and sandbox.session.alive
     assert sandbox.identity(7) == 7
 
@@ -486,7 +488,8 @@ def test_loop_that_swallows_the_interrupt_is_killed_shortly_after(sandbox):
     with pytest.raises(StudentTimeout):
         sandbox.spin_swallowing_interrupts()
     hard = CALL_TIMEOUT + max(1.0, 0.25 * CALL_TIMEOUT)
-    assert time.monotonic() - started < hard + 3.0
+    assert sandbox.session.last_charged < hard + 1.0
+    assert time.monotonic() - started < runclock.BACKSTOP * hard + 3.0
     assert not sandbox.session.alive
     assert sandbox.identity("after") == "after"
 
