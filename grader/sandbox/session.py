@@ -601,14 +601,15 @@ class WorkerSession:
         """Send one request to the worker; return the decoded reply header and blobs.
 
         Raises:
-            WorkerTimedOut: no reply in ``timeout`` seconds (the worker is killed).
+            WorkerTimedOut: no reply in ``timeout`` seconds of the worker's charged time (see
+                :meth:`_await_reply`; the worker is killed).
             WorkerDied: the worker exited, was stopped by a watchdog, or broke the channel.
         """
+        self.last_charged = 0.0
         if not self.alive or self._in_file is None:
             raise WorkerDied(self._how_died(), self._output())
         self._ids += 1
         header = dict(header, id=self._ids)
-        self.last_charged = 0.0
         clock = self._worker_clock()
         try:
             ch.write_frame(self._in_file, header, blobs or [])
