@@ -13,7 +13,7 @@ DEMO_SET ?= correct/reference alternative/lab2_sort_threshold buggy/lab1_gd_miss
 	buggy/lab2_global_per_layer_threshold buggy/lab3_floor_rounding malicious/mal_read_tests
 DEMO_SUBS := build/demo-submissions
 
-.PHONY: demo demo-all test bench lint typing mutation fixtures assign clean
+.PHONY: demo demo-all test bench suite-cpu lint typing mutation fixtures assign clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ test: $(STAMP)
 ## Benchmarks (minutes; not part of the test suite).
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+## The suite with each test's CPU counted in a cgroup of its own (root only), then the report.
+suite-cpu: $(STAMP)
+	PYTHONPATH=$(CURDIR)/benchmarks SUITE_CPU_OUT=$(CURDIR)/suite-cpu.jsonl $(PY) -m pytest -p suite_cpu $(PYTEST_ARGS); \
+	$(PY) benchmarks/suite_cpu.py report suite-cpu.jsonl
 
 lint: $(STAMP)
 	$(PY) -m pip install -q -r requirements-dev.txt
