@@ -592,6 +592,23 @@ def _tree_and_session(root_pid: int) -> set[int]:
     return found
 
 
+
+def host_pid(ns_pid: int, root_pid: int) -> int | None:
+    """The pid, as this process sees it, of the process of the sandbox started as ``root_pid``
+    that is ``ns_pid`` in its own (innermost) pid namespace; None if there is none. Without a
+    pid namespace the two are the same number; looking among ``root_pid``'s descendants only
+    tells two sandboxes' pid 7 apart."""
+    for pid in _tree_and_session(root_pid):
+        try:
+            with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as fh:
+                nspid = next((line.split()[1:] for line in fh if line.startswith("NSpid:")), [str(pid)])
+        except OSError:
+            continue
+        if nspid and nspid[-1] == str(ns_pid):
+            return pid
+    return None
+
+
 # ----------------------------------------------------------------------------- processes
 
 

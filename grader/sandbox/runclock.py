@@ -12,9 +12,10 @@ second field, ``run_delay`` in ns), so the time charged to a call is::
 
 Computing, sleeping and blocking on I/O are charged; waiting for a CPU is not. Both deadlines use
 it: the worker's own soft deadline (``worker._arm``) and the grader's hard one
-(``session.WorkerSession.request``), which reads the worker's schedstat from outside the sandbox,
-where the worker cannot forge it. A task can make its main thread wait on purpose (many spinning
-threads), so the hard deadline keeps a wall-clock backstop: :data:`BACKSTOP` times the limit.
+(``session.WorkerSession.request``), which reads the worker's schedstat from outside the sandbox
+(its pid there: ``launcher.host_pid``), where the worker cannot forge it. A task can make its
+main thread wait on purpose (many spinning threads), so the hard deadline keeps a wall-clock
+backstop: :data:`BACKSTOP` times the limit.
 Where schedstat cannot be read (no ``/proc``, or a kernel without scheduler statistics, which
 reports zeros), charged time is wall-clock time, as before.
 
@@ -23,7 +24,6 @@ Standard library only: the worker imports this file from its own folder.
 
 from __future__ import annotations
 
-import os
 import time
 
 #: the hard deadline gives up after this many times the limit in wall-clock time, however busy
@@ -63,35 +63,3 @@ class Stopwatch:
             return wall
         return max(0.0, wall - (now - self.delay) / 1e9)
 
-
-def host_pid(ns_pid: int, root_pid: int) -> int | None:
-    """The pid, as this process sees it, of the task that is ``ns_pid`` in its own (innermost)
-    pid namespace and descends from ``root_pid`` (a sandbox's first process); None if not found.
-
-    Without a pid namespace the two are the same number. Descent from ``root_pid`` tells two
-    sandboxes' pid 7 apart.
-    """
-    parents: dict[int, int] = {}
-    matches = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/status", encoding="ascii", errors="replace") as fh:
-                fields = dict(line.split(":", 1) for line in fh.read().splitlines() if ":" in line)
-            pid, ppid = int(name), int(fields["PPid"])
-            nspids = fields.get("NSpid", name).split()
-        except (OSError, KeyError, ValueError):
-            continue
-        parents[pid] = ppid
-        if nspids and nspids[-1] == str(ns_pid):
-            matches.append(pid)
-    for pid in matches:
-        ancestor = pid
-        for _ in range(16):
-            if ancestor == root_pid:
-                return pid
-            ancestor = parents.get(ancestor, 0)
-            if ancestor <= 1:
-                break
-    return None

@@ -56,6 +56,7 @@ from grader.sandbox.launcher import (
     control_exchange,
     describe_exit,
     detect_isolation,
+    host_pid,
     spawn,
     stage_dir,
 )
@@ -204,7 +205,7 @@ class WorkerSession:
         self._in_file: Any = None  # the request pipe's write end (a raw file object)
         self._ctl: socket.socket | None = None  # the zygote's control socket
         self._child_pid: int | None = None  # the worker's pid (as the zygote sees it)
-        self._clock_pid: tuple[int | None, int | None] = (None, None)  # (_child_pid, its pid here)
+        self._child_pid_here: int | None = None  # the same worker's pid as this process sees it
         self.last_charged = 0.0  # charged seconds of the last request (runclock)
         self._forks = 0  # workers forked by this sandbox's zygote
         self._ready = False  # the zygote answered its ping (see launch)
@@ -463,6 +464,9 @@ class WorkerSession:
                     os.close(out_r)
             if reply.get("ok") and isinstance(reply.get("pid"), int):
                 self._child_pid = reply["pid"]
+                # its pid here, for its charged time (runclock), once per worker
+                root = getattr(self.proc, "root_pid", None)
+                self._child_pid_here = host_pid(self._child_pid, root) if isinstance(root, int) else None
                 break
             os.close(req_w)
             os.close(resp_r)
@@ -525,11 +529,10 @@ class WorkerSession:
                 for rest in pending[pending.index(name):]:
                     self.broken[rest] = ran_out
                 return True
-            begun = time.monotonic()
             try:
                 reply, blobs = self.request({"op": "load", "units": [unit]}, timeout=timeout)
             except WorkerTimedOut as exc:
-                clock["used"] += self.last_charged  # a busy machine's delays are not the student's
+                clock["used"] += self.last_charged  # charged: a busy machine's delays are not the student's
                 if timeout < self.load_timeout:
                     for rest in pending[pending.index(name):]:
                         self.broken[rest] = ran_out
@@ -538,7 +541,7 @@ class WorkerSession:
                                          "loop in a class body, decorator, default argument or import?)")
                 return False
             except WorkerDied as exc:
-                clock["used"] += time.monotonic() - begun
+                clock["used"] += self.last_charged
                 self.broken[name] = f"the worker running your code {exc.how} while loading it"
                 return False
             if not known:
@@ -610,7 +613,7 @@ class WorkerSession:
             raise WorkerDied(self._how_died(), self._output())
         self._ids += 1
         header = dict(header, id=self._ids)
-        clock = self._worker_clock()
+        clock = runclock.Stopwatch(self._child_pid_here)  # wall-clock time where the pid is unknown
         try:
             ch.write_frame(self._in_file, header, blobs or [])
         except (BrokenPipeError, OSError):
@@ -649,15 +652,6 @@ class WorkerSession:
                         raise
         finally:
             self.last_charged = clock.charged()
-
-    def _worker_clock(self) -> runclock.Stopwatch:
-        """A stopwatch of the current worker's charged time, started now (wall-clock time where
-        the worker's pid cannot be found from here; looked up once per worker)."""
-        pid = self._child_pid
-        if pid is not None and self._clock_pid[0] != pid:
-            root = getattr(self.proc, "root_pid", None)
-            self._clock_pid = (pid, runclock.host_pid(pid, root) if isinstance(root, int) else None)
-        return runclock.Stopwatch(self._clock_pid[1] if pid is not None else None)
 
     def _child_death(self) -> str:
         """How the worker ended: the sandbox's own exit (a watchdog, the zygote gone), or the
@@ -701,7 +695,7 @@ class WorkerSession:
             with contextlib.suppress(OSError):
                 self._in_file.close()
             self._in_file = None
-        self._child_pid = None
+        self._child_pid = self._child_pid_here = None
         if sweep and self.proc is not None and self.proc.popen.poll() is None:
             try:
                 self._control({"op": "sweep"}, timeout=10.0)

@@ -506,7 +506,7 @@ def _starved(sub: Submission, spinners: int = 3):
     """The worker's main thread shares one CPU with ``spinners`` busy processes: it gets a
     quarter of a core at most, as on a machine a whole batch keeps busy."""
     sub.identity(0)  # a worker is running (an earlier test may have killed it)
-    worker = runclock.host_pid(sub.session._child_pid, sub.session.proc.popen.pid)
+    worker = launcher.host_pid(sub.session._child_pid, sub.session.proc.popen.pid)
     assert worker is not None
     cpu = min(os.sched_getaffinity(worker))
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True)  # own autogroups
