@@ -77,10 +77,16 @@ LIMITS = {"call_timeout_s": 3.0, "import_timeout_s": 15.0, "submission_budget_s"
 
 def limits_config(folder: Path) -> Path:
     """A copy of the term's config with the [grading] limits of :data:`LIMITS`."""
+    return config_with(folder, LIMITS)
+
+
+def config_with(folder: Path, values: dict) -> Path:
+    """``folder/assignment.toml``: a copy of the term's config with each ``key = value`` of
+    ``values`` replacing the config's single line for that key."""
     text = (ROOT / "reference" / "assignment.toml").read_text()
-    for key, value in LIMITS.items():
+    for key, value in values.items():
         text, n = re.subn(rf"^{key} = [^\n#]*", f"{key} = {value}  ", text, flags=re.M)
-        assert n == 1, f"assignment.toml has no single [grading] {key}"
+        assert n == 1, f"assignment.toml has no single line for {key}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "assignment.toml"
     path.write_text(text)
@@ -135,6 +141,12 @@ def start_samples(tmp: Path) -> StartedSamples:
 
 #: parallel gradings in the session's notebook batch; each notebook kernel gets its share of the CPUs
 NOTEBOOK_WORKERS = 2
+#: the notebook batch's fast mode, smaller than the term's (2 batches per epoch, 200 test images):
+#: the notebook checks compare a run with itself and with the reference on the same data, so what
+#: they prove does not depend on the size, and the course's 60 training epochs then cost under half
+#: (608 -> 332 CPU-s for the batch, 2026-12-04). The term's own size is run once, by
+#: test_notebooks.py's correct sample, and timed by ``make bench``.
+NOTEBOOK_FAST = {"fast_batches_per_epoch": 1, "fast_test_size": 64}
 
 
 def notebook_sample_dirs() -> list[Path]:
@@ -147,9 +159,12 @@ def notebook_sample_dirs() -> list[Path]:
 
 def start_notebook_samples(tmp: Path) -> _Started:
     """Start the session's notebook batch: the real command, notebooks executed, on a copy of
-    :func:`notebook_sample_dirs` (same layout and ids); :func:`finish_folder` waits for it."""
+    :func:`notebook_sample_dirs` (same layout and ids), with the term's config in the smaller fast
+    mode of :data:`NOTEBOOK_FAST` (``GradedBatch.config``); :func:`finish_folder` waits for it."""
     subs = copy_samples(notebook_sample_dirs(), tmp / "subs")
-    return start_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS)
+    config = config_with(tmp / "config", NOTEBOOK_FAST)
+    return start_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS,
+                        env={"HW4_CONFIG": str(config)})
 
 
 def expected(sample: Path) -> dict:
@@ -170,6 +185,8 @@ class GradedBatch:
     stdout: str
     stderr: str
     seconds: float
+    #: the config the batch was graded with (``$HW4_CONFIG``); None: the term's own
+    config: Path | None = None
 
     @property
     def state(self) -> Path:
@@ -256,6 +273,7 @@ class _Started:
     out: Path
     proc: subprocess.Popen
     started: float
+    config: Path | None = None
 
 
 def start_folder(submissions: Path, out: Path, *extra: str, workers: int = 2,
@@ -267,7 +285,8 @@ def start_folder(submissions: Path, out: Path, *extra: str, workers: int = 2,
         [sys.executable, "-m", "grader", "grade", str(submissions), "--out", str(out), "--workers", str(workers),
          "--quiet", *extra],
         cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return _Started(out, proc, time.monotonic())
+    config = full_env.get("HW4_CONFIG")
+    return _Started(out, proc, time.monotonic(), Path(config) if config else None)
 
 
 def finish_folder(run: _Started) -> GradedBatch:
@@ -278,7 +297,7 @@ def finish_folder(run: _Started) -> GradedBatch:
         run.proc.kill()
         stdout, stderr = run.proc.communicate()
         stderr += f"\n(stopped after {BATCH_TIMEOUT_S} s)"
-    return GradedBatch(run.out, run.proc.returncode, stdout, stderr, time.monotonic() - run.started)
+    return GradedBatch(run.out, run.proc.returncode, stdout, stderr, time.monotonic() - run.started, run.config)
 
 
 def copy_samples(samples: list[Path], dest: Path) -> Path:

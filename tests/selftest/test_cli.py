@@ -186,9 +186,10 @@ def test_check_with_notebooks_runs_them_and_names_the_cell_that_fails(notebook_b
     """``hw4grade check --notebooks`` runs the notebooks in the fast grading mode and says, per
     notebook, whether it ran to the end, naming the cell and the error where it did not; such a
     notebook makes the check fail (exit 1) even when every public function test passes. The
-    notebook batch ran this sample before, so the run comes from the session's cache."""
+    notebook batch ran this sample before with the same config, so the run comes from the
+    session's cache."""
     sample = SUBMISSIONS / "buggy" / "nb_error_in_one_cell"
-    proc = run_cli("check", str(sample), "--notebooks")
+    proc = run_cli("check", str(sample), "--notebooks", env={"HW4_CONFIG": str(notebook_batch.config)})
     assert proc.returncode == 1, proc.stdout + proc.stderr
     section = proc.stdout.split("Notebooks (run in the fast grading mode):", 1)
     assert len(section) == 2, proc.stdout

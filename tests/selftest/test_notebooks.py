@@ -2,12 +2,13 @@
 
 Slow (a full hw4.ipynb run takes minutes), so each sample's notebooks run once per session: the
 samples are graded in full by the session's notebook batch (``notebook_batch`` in conftest.py,
-two at a time, in the background from the session's start; test_samples.py checks their points
-from the same batch), and the timing test reads the correct sample's run from the session's
-notebook cache once the batch has made it.
+two at a time, in the background from the session's start, in the smaller fast mode of
+``batch_support.NOTEBOOK_FAST``; test_samples.py checks their points from the same batch). The
+correct sample's notebooks also run once in the term's own fast mode (``correct_run``): they run
+to the end within the budget and pass every notebook check at the size students get.
 
-The correct sample's notebook times (the batch's run) are printed and written to
-``build/notebook-timings.json`` (per notebook and per cell).
+The correct sample's notebook times (that run, sharing the machine with the rest of the suite)
+are printed and written to ``build/notebook-timings.json`` (per notebook and per cell).
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ def _in_range(score: float, want) -> bool:
 
 
 @pytest.fixture(scope="module")
-def correct_run(notebook_batch, notebook_cache, correct_sample, repo_root):
-    """The correct sample's notebooks as the notebook batch ran them (taken from the session's
-    cache once the batch is done, so they run once), with their timings reported: the per-cell
-    seconds are the batch's run, which shared the machine with the rest of the suite."""
+def correct_run(notebook_cache, correct_sample, repo_root):
+    """The correct sample's notebooks run in the term's own fast mode (kept in the session's
+    cache: :func:`test_the_correct_sample_passes_every_notebook_check_at_the_terms_size` grades
+    this run), with their timings reported."""
     session = run_notebooks(correct_sample, CFG, RunOptions(cache_dir=str(notebook_cache)))
     out = repo_root / "build" / "notebook-timings.json"
     out.parent.mkdir(exist_ok=True)
@@ -102,6 +103,24 @@ def test_correct_sample_passes_every_notebook_check(correct_run, correct_sample,
     expected = _expected(correct_sample)["points"]
     wrong = {i: (it.score, expected[i]) for i, it in result.items.items()
              if not _in_range(it.score, expected[i])}
+    assert not wrong, wrong
+
+
+def test_the_correct_sample_passes_every_notebook_check_at_the_terms_size(correct_run, correct_sample):
+    """The notebook batch grades in a smaller fast mode; at the size students get (the term's
+    config: the run above, which the grading takes from the session's cache) the correct sample
+    passes every notebook check too and gets its expected points."""
+    from grader.grade import GradeOptions, grade_submission
+
+    size = (f"at most {CFG.data.fast_batches_per_epoch} batch(es)",
+            f"evaluates on {CFG.data.fast_test_size} of its test images")
+    assert any(all(s in n for s in size) for n in correct_run.notes), correct_run.notes
+    result = grade_submission(correct_sample, "correct", GradeOptions(notebooks=True), CFG)
+    cases = _notebook_cases(result)
+    failing = [f"{c.item} {c.name}: {c.message}" for c in cases if not c.passed]
+    assert cases and not failing, "\n".join(failing)
+    expected = _expected(correct_sample)["points"]
+    wrong = {i: (it.score, expected[i]) for i, it in result.items.items() if not _in_range(it.score, expected[i])}
     assert not wrong, wrong
 
 
