@@ -124,7 +124,12 @@ def install(python: Path, wheel: Path, home: Path) -> subprocess.CompletedProces
 
 
 def run(python: Path, *args: str, cwd: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` as a user of its environment would run it (:func:`clean_env`, HOME = cwd).
+    An installed edition's commands share one reference cache (``$HW4_CACHE_DIR``), as one user's
+    runs share ``~/.cache/hw4grade``: the edition's first grading computes it, the others read it."""
     prefix = python.parent.parent
+    if prefix.resolve() != Path(sys.prefix).resolve():
+        env.setdefault("HW4_CACHE_DIR", str(prefix.with_name(f"{prefix.name}-cache")))
     return subprocess.run([str(python), *args], cwd=cwd, env=clean_env(prefix, cwd, **env), capture_output=True,
                           text=True, timeout=timeout, check=False)
 
