@@ -3,7 +3,8 @@
 Function-only grading (``points_no_notebooks``) for every sample, read from the session's batches
 (a sample of another term, whose expected.json names its config, is graded with that config);
 full grading with notebook execution (``points``) for the samples of the session's notebook batch
-(the correct one and those marked ``notebook_check``).
+(the correct one and those marked ``notebook_check``), which runs the notebooks in a smaller fast
+mode than the term's (``batch_support.NOTEBOOK_FAST``; the checks do not depend on the size).
 """
 
 from __future__ import annotations
