@@ -7,8 +7,9 @@ two at a time, in the background from the session's start, in the smaller fast m
 correct sample's notebooks also run once in the term's own fast mode (``correct_run``): they run
 to the end within the budget and pass every notebook check at the size students get.
 
-The correct sample's notebook times (that run, sharing the machine with the rest of the suite)
-are printed and written to ``build/notebook-timings.json`` (per notebook and per cell).
+The correct sample's notebook times (that run, started with the notebook batch and sharing the
+machine with the rest of the suite) are printed and written to ``build/notebook-timings.json``
+(per notebook and per cell).
 """
 
 from __future__ import annotations
@@ -51,10 +52,11 @@ def _in_range(score: float, want) -> bool:
 
 
 @pytest.fixture(scope="module")
-def correct_run(notebook_cache, correct_sample, repo_root):
-    """The correct sample's notebooks run in the term's own fast mode (kept in the session's
-    cache: :func:`test_the_correct_sample_passes_every_notebook_check_at_the_terms_size` grades
-    this run), with their timings reported."""
+def correct_run(notebook_batch, notebook_cache, correct_sample, repo_root):
+    """The correct sample's notebooks run in the term's own fast mode (started with the notebook
+    batch, in the background, and taken from the session's cache;
+    :func:`test_the_correct_sample_passes_every_notebook_check_at_the_terms_size` grades this
+    run), with their timings reported."""
     session = run_notebooks(correct_sample, CFG, RunOptions(cache_dir=str(notebook_cache)))
     out = repo_root / "build" / "notebook-timings.json"
     out.parent.mkdir(exist_ok=True)
