@@ -12,6 +12,10 @@ DEMO_ARGS ?= --no-notebooks
 DEMO_SET ?= correct/reference alternative/lab2_sort_threshold buggy/lab1_gd_missing_factor_2 \
 	buggy/lab2_global_per_layer_threshold buggy/lab3_floor_rounding malicious/mal_read_tests
 DEMO_SUBS := build/demo-submissions
+# Bytecode caches on for everything here: with PYTHONDONTWRITEBYTECODE set (some shells and
+# container images set it), a fresh clone never caches the grader's bytecode or pytest's rewritten
+# rubric tests, and every grading compiles them again.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: demo demo-all test bench suite-cpu lint typing mutation fixtures assign clean
 
