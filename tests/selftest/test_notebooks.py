@@ -94,18 +94,23 @@ def test_correct_notebooks_run_to_the_end_within_the_budget(correct_run):
     assert [n.split(":")[0] for n in cap] == ["hw4.ipynb"]
 
 
-def test_correct_sample_passes_every_notebook_check(correct_run, correct_sample, graded):
-    """Graded in full, the correct sample passes every notebook check and gets its expected points."""
-    result = graded(correct_sample)
+def _passes_every_notebook_check(result, sample) -> None:
+    """Every notebook item was checked, every check passed, and every item got ``sample``'s
+    expected points."""
     cases = _notebook_cases(result)
     items = {c.item for c in cases}
     assert items == {i for i, r in CFG.rubric.items() if r.notebook > 0}
     failing = [f"{c.item} {c.name}: {c.message}" for c in cases if not c.passed]
     assert not failing, "\n".join(failing)
-    expected = _expected(correct_sample)["points"]
+    expected = _expected(sample)["points"]
     wrong = {i: (it.score, expected[i]) for i, it in result.items.items()
              if not _in_range(it.score, expected[i])}
     assert not wrong, wrong
+
+
+def test_correct_sample_passes_every_notebook_check(correct_run, correct_sample, graded):
+    """Graded in full, the correct sample passes every notebook check and gets its expected points."""
+    _passes_every_notebook_check(graded(correct_sample), correct_sample)
 
 
 def test_the_correct_sample_passes_every_notebook_check_at_the_terms_size(correct_run, correct_sample):
@@ -117,13 +122,8 @@ def test_the_correct_sample_passes_every_notebook_check_at_the_terms_size(correc
     size = (f"at most {CFG.data.fast_batches_per_epoch} batch(es)",
             f"evaluates on {CFG.data.fast_test_size} of its test images")
     assert any(all(s in n for s in size) for n in correct_run.notes), correct_run.notes
-    result = grade_submission(correct_sample, "correct", GradeOptions(notebooks=True), CFG)
-    cases = _notebook_cases(result)
-    failing = [f"{c.item} {c.name}: {c.message}" for c in cases if not c.passed]
-    assert cases and not failing, "\n".join(failing)
-    expected = _expected(correct_sample)["points"]
-    wrong = {i: (it.score, expected[i]) for i, it in result.items.items() if not _in_range(it.score, expected[i])}
-    assert not wrong, wrong
+    _passes_every_notebook_check(grade_submission(correct_sample, "correct", GradeOptions(notebooks=True), CFG),
+                                 correct_sample)
 
 
 def test_untouched_template_gets_zero_on_every_notebook_item(template_sample, graded):
