@@ -31,17 +31,23 @@ BATCH_TIMEOUT_S = 3600
 SAMPLE_FILTER = [p for p in os.environ.get("HW4_SAMPLES", "").split(",") if p]
 
 
+def child_env(env: dict | None = None, drop: tuple[str, ...] = ()) -> dict[str, str]:
+    """The environment of a command the suite starts: this one's, without the ``drop`` names and
+    without ``GITHUB_*`` (when the suite itself runs in GitHub Actions, `hw4grade ci` must not
+    write to the real job), updated with ``env``."""
+    out = {k: v for k, v in os.environ.items() if k not in drop and not k.startswith("GITHUB_")}
+    out.update(env or {})
+    return out
+
+
 def run_cli(
     *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 1800
 ) -> subprocess.CompletedProcess:
     """``python -m grader ARGS`` in a child process, output captured."""
-    # When this suite itself runs in GitHub Actions, `hw4grade ci` must not write to the real job.
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "grader", *args],
         cwd=cwd,
-        env=full_env,
+        env=child_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -131,11 +137,11 @@ def start_samples(tmp: Path) -> StartedSamples:
     started = {"main": start_folder(copy_samples(main, tmp / "subs"), tmp / "out", *args)}
     if limited:
         started["limited"] = start_folder(copy_samples(limited, tmp / "limited-subs"), tmp / "limited-out", *args,
-                                          workers=1, env={"HW4_CONFIG": str(config)})
+                                          workers=1, config=config)
     for term, group in terms.items():
         name = Path(term).stem
         started[term] = start_folder(copy_samples(group, tmp / f"term-{name}-subs"), tmp / f"term-{name}-out",
-                                     *args, workers=1, env={"HW4_CONFIG": str(ROOT / term)})
+                                     *args, workers=1, config=ROOT / term)
     return StartedSamples(started, config, list(terms))
 
 
@@ -163,14 +169,12 @@ def start_notebook_samples(tmp: Path) -> _Started:
     mode of :data:`NOTEBOOK_FAST` (``GradedBatch.config``); :func:`finish_folder` waits for it."""
     subs = copy_samples(notebook_sample_dirs(), tmp / "subs")
     config = config_with(tmp / "config", NOTEBOOK_FAST)
-    started = start_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS,
-                           env={"HW4_CONFIG": str(config)})
+    started = start_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS, config=config)
     # The correct sample at the term's own size too (test_notebooks.py reads it from the session's
     # notebook cache): in the background now, not alone at the suite's end.
-    env = {k: v for k, v in os.environ.items() if k not in ("HW4_CONFIG",) and not k.startswith("GITHUB_")}
     started.companions.append(subprocess.Popen(
         [sys.executable, "-m", "grader.notebooks.execute", str(SUBMISSIONS / "correct" / "reference")],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        cwd=ROOT, env=child_env(drop=("HW4_CONFIG",)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return started
 
 
@@ -286,16 +290,16 @@ class _Started:
 
 
 def start_folder(submissions: Path, out: Path, *extra: str, workers: int = 2,
-                 env: dict | None = None) -> _Started:
-    """Start ``hw4grade grade SUBMISSIONS --out OUT --workers N --quiet EXTRA`` (see :func:`finish_folder`)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GITHUB_")}
-    full_env.update(env or {})
+                 config: Path | None = None) -> _Started:
+    """Start ``hw4grade grade SUBMISSIONS --out OUT --workers N --quiet EXTRA`` (see :func:`finish_folder`),
+    with ``config`` as ``$HW4_CONFIG`` or, without it, the term's own config (never one this
+    process's environment happens to name)."""
+    env = child_env({"HW4_CONFIG": str(config)} if config else None, drop=("HW4_CONFIG",))
     proc = subprocess.Popen(
         [sys.executable, "-m", "grader", "grade", str(submissions), "--out", str(out), "--workers", str(workers),
          "--quiet", *extra],
-        cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    config = full_env.get("HW4_CONFIG")
-    return _Started(out, proc, time.monotonic(), Path(config) if config else None)
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return _Started(out, proc, time.monotonic(), config)
 
 
 def finish_folder(run: _Started) -> GradedBatch:
