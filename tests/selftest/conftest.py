@@ -65,17 +65,23 @@ def _one_batch_workers_share_of_the_cpus():
         yield
 
 
+#: the session's background jobs: each fixture here has a ``_<name>_started`` fixture that starts it
+BACKGROUND = ("sample_batch", "notebook_batch", "student_checks")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _session_batches_start_first(request):
-    """The two session batches (below) cost most of the suite's time, so they start in the
-    background before the first test whenever a collected test needs them; the tests that need
-    them run last (:func:`run_batch_tests_last`), so the rest of the suite runs while they grade
-    instead of after. Without this the suite ran its serial tests on one core while the other
-    idled, then waited on each batch in turn (26 min here, 2026-12-03)."""
+    """The session's background jobs -- the two session batches and the installed student
+    edition's self-check of every buggy sample (below) -- cost most of the suite's time, so they
+    start in the background before the first test whenever a collected test needs them; the tests
+    that need them run last (:func:`run_batch_tests_last`), so the rest of the suite runs while
+    they work instead of after. Without this the suite ran its serial tests on one core while the
+    other idled, then waited on each batch in turn (26 min here, 2026-12-03); with the
+    self-check in the foreground, the suite's last ~7 minutes ran on one core (2026-12-04)."""
     needed = set().union(*(item.fixturenames for item in request.session.items))
-    for batch in ("sample_batch", "notebook_batch"):
-        if batch in needed:
-            request.getfixturevalue(f"_{batch}_started")
+    for job in BACKGROUND:
+        if job in needed:
+            request.getfixturevalue(f"_{job}_started")
 
 
 @pytest.fixture(scope="session")
@@ -126,8 +132,73 @@ def notebook_batch(_notebook_batch_started):
     return finish_folder(_notebook_batch_started)
 
 
+@pytest.fixture(scope="session")
+def editions_dir():
+    """The installed editions' work folder (outside the checkout; test_editions.py)."""
+    from edition_support import work_dir
+
+    path = work_dir("hw4-editions-")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def edition_wheels(editions_dir) -> dict[str, Path]:
+    """Both editions' wheels, built from this tree: ``{"full": ..., "student": ...}``."""
+    import time
+
+    from edition_support import timed
+
+    from grader.edition import backend
+    from grader.edition.contents import full_files, student_files
+    from grader.edition.wheel import write_wheel
+    from reference.config import load
+
+    started = time.monotonic()
+    out = {"full": write_wheel(editions_dir / "dist", backend.metadata("full", ROOT), full_files(ROOT)),
+           "student": write_wheel(editions_dir / "dist", backend.metadata("student", ROOT),
+                                  student_files(ROOT, load().path))}
+    timed("build both wheels", started)
+    return out
+
+
+@pytest.fixture(scope="session")
+def student_env(editions_dir, edition_wheels) -> Path:
+    """The student edition pip-installed (non-editable) into a fresh environment: its ``python``."""
+    from edition_support import installed
+
+    return installed(editions_dir, edition_wheels["student"], "student")
+
+
+@pytest.fixture(scope="session")
+def _student_checks_started(student_env, editions_dir):
+    from edition_support import start_student_checks
+
+    started = start_student_checks(student_env, editions_dir / "student-checks")
+    yield started
+    if started.proc.poll() is None:  # the session ended early (-x, Ctrl-C): stop it
+        started.proc.kill()
+        started.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def student_checks(_student_checks_started) -> dict[str, dict]:
+    """The installed student edition's self-check of the correct sample (every public test) and of
+    every buggy one (the public tests of the lab its mistake is in), by the same call ``hw4grade
+    check`` makes: ``{"correct" | "buggy-<name>": SubmissionResult as a dict}``. Started with the
+    session (``_session_batches_start_first``)."""
+    import time
+
+    from edition_support import timed
+
+    started = time.monotonic()
+    out = _student_checks_started.results()
+    timed("student edition: waiting for the background self-check of every buggy sample", started)
+    return out
+
+
 #: fixtures that cost minutes: a test using one is slow whether or not it says so
-_SLOW_FIXTURES = {"sample_batch", "notebook_cache", "notebook_batch"}
+_SLOW_FIXTURES = {"sample_batch", "notebook_cache", "notebook_batch", "student_checks"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -136,12 +207,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 def run_batch_tests_last(items) -> None:
-    """Tests that read a session batch move to the end (those of the sample batch first, then
-    those of the notebook batch, each group in its collected order): the batches grade in the
-    background while everything else runs."""
+    """Tests that read a background job move to the end (those of the sample batch and the
+    student edition's self-check first, then those of the notebook batch, each group in its
+    collected order): the jobs run in the background while everything else runs."""
     def waits_for(item) -> int:
         names = set(getattr(item, "fixturenames", ()))
-        return 2 if names & {"notebook_batch", "notebook_cache"} else 1 if "sample_batch" in names else 0
+        if names & {"notebook_batch", "notebook_cache"}:
+            return 2
+        return 1 if names & {"sample_batch", "student_checks"} else 0
 
     items.sort(key=waits_for)  # stable: the collected order within each group
 

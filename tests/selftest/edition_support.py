@@ -23,9 +23,17 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+SUBMISSIONS = ROOT / "fixtures" / "submissions"
+CORRECT = SUBMISSIONS / "correct" / "reference"
+BUGGY = sorted(p.parent for p in (SUBMISSIONS / "buggy").glob("*/expected.json"))
+#: seconds each expensive step of the edition tests took, printed at the end of the session
+#: (the suite's cost of issue 12)
+TIMES: dict[str, float] = {}
 #: entries of our site-packages that are hw4grade itself, never carried into a fresh environment
 _OURS = ("hw4grade", "__editable__", "grader", "reference", "__editable___hw4grade")
 
@@ -123,31 +131,65 @@ def install(python: Path, wheel: Path, home: Path) -> subprocess.CompletedProces
                           env=clean_env(prefix, home), capture_output=True, text=True, timeout=600, check=False)
 
 
-def run(python: Path, *args: str, cwd: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
-    """``python ARGS`` as a user of its environment would run it (:func:`clean_env`, HOME = cwd).
-    An installed edition's commands share one reference cache (``$HW4_CACHE_DIR``), as one user's
-    runs share ``~/.cache/hw4grade``: the edition's first grading computes it, the others read it."""
+def _user_env(python: Path, cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    """:func:`clean_env` for a command of ``python``'s environment run in ``cwd``. An installed
+    edition's commands share one reference cache (``$HW4_CACHE_DIR``), as one user's runs share
+    ``~/.cache/hw4grade``: the edition's first grading computes it, the others read it."""
     prefix = python.parent.parent
     if prefix.resolve() != Path(sys.prefix).resolve():
         env.setdefault("HW4_CACHE_DIR", str(prefix.with_name(f"{prefix.name}-cache")))
-    return subprocess.run([str(python), *args], cwd=cwd, env=clean_env(prefix, cwd, **env), capture_output=True,
+    return clean_env(prefix, cwd, **env)
+
+
+def run(python: Path, *args: str, cwd: Path, timeout: float = 900, **env: str) -> subprocess.CompletedProcess:
+    """``python ARGS`` as a user of its environment would run it (:func:`_user_env`, HOME = cwd)."""
+    return subprocess.run([str(python), *args], cwd=cwd, env=_user_env(python, cwd, env), capture_output=True,
                           text=True, timeout=timeout, check=False)
 
 
-def check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
-               isolation: str = "auto", only: dict[str, str] | None = None) -> dict[str, dict]:
-    """The installed edition's self-check of every sample: ``{id: SubmissionResult as a dict}``;
-    ``only[id]``, where given, is a ``-k`` expression choosing the tests."""
+@dataclass
+class CheckMany:
+    """A started :data:`CHECK_MANY` run (:func:`start_check_many`); :meth:`results` waits for it."""
+
+    proc: subprocess.Popen
+    samples: dict[str, Path]
+    out: Path
+    log: Path
+
+    def results(self, timeout: float = 3600) -> dict[str, dict]:
+        """``{id: SubmissionResult as a dict}``; an AssertionError naming the samples without one."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        missing = [k for k in self.samples if not (self.out / f"{k}.json").is_file()]
+        if missing:
+            raise AssertionError(f"no result for {missing[:5]} ({len(missing)} in all):\n"
+                                 f"{self.log.read_text(errors='replace')[-4000:]}")
+        return {k: json.loads((self.out / f"{k}.json").read_text()) for k in self.samples}
+
+
+def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
+                     isolation: str = "auto", only: dict[str, str] | None = None) -> CheckMany:
+    """Start the installed edition's self-check of every sample in the background; ``only[id]``,
+    where given, is a ``-k`` expression choosing the tests. Its output goes to ``out/log.txt``."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "samples.json"
     spec.write_text(json.dumps({k: [str(v), (only or {}).get(k)] for k, v in samples.items()}))
     script = out / "check_many.py"
     script.write_text(CHECK_MANY)
-    proc = run(python, str(script), str(spec), str(out), str(workers), isolation, cwd=out, timeout=3600)
-    missing = [k for k in samples if not (out / f"{k}.json").is_file()]
-    if missing:
-        raise AssertionError(f"no result for {missing[:5]} ({len(missing)} in all):\n{proc.stderr[-4000:]}")
-    return {k: json.loads((out / f"{k}.json").read_text()) for k in samples}
+    log = out / "log.txt"
+    with log.open("w") as sink:
+        proc = subprocess.Popen([str(python), str(script), str(spec), str(out), str(workers), isolation], cwd=out,
+                                env=_user_env(python, out, {}), stdout=sink, stderr=subprocess.STDOUT)
+    return CheckMany(proc, samples, out, log)
+
+
+def check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
+               isolation: str = "auto", only: dict[str, str] | None = None) -> dict[str, dict]:
+    """:func:`start_check_many`, waited for: ``{id: SubmissionResult as a dict}``."""
+    return start_check_many(python, samples, out, workers, isolation, only).results()
 
 
 def installed_files(python: Path, dist: str) -> dict[str, bytes]:
@@ -171,3 +213,36 @@ def public_verdicts(result: dict) -> dict[str, tuple[str, str]]:
             if case["visibility"] == "public" and case["status"] != "not run":
                 out[case["name"]] = (case["status"], case["message"])
     return out
+
+
+def timed(name: str, started: float) -> None:
+    """Add the seconds since ``started`` (``time.monotonic()``) to ``TIMES[name]``."""
+    TIMES[name] = TIMES.get(name, 0.0) + time.monotonic() - started
+
+
+def buggy_lab(sample: Path) -> str | None:
+    """The lab a buggy sample's one mistake is in (``lab2_q_as_fraction``: lab2), or None when it
+    may touch several (notebook and T/F samples). The sample's files for the other labs are the
+    solution's, so their public tests see what the correct sample's see: checking them there says
+    the same, and costs a third of the time (measured)."""
+    head = sample.name.split("_", 1)[0]
+    return head if head in ("lab1", "lab2", "lab3") else None
+
+
+def start_student_checks(python: Path, out: Path) -> CheckMany:
+    """Start the installed student edition's self-check of the correct sample (every public test)
+    and of every buggy one (the public tests of the lab its mistake is in; all of them for the
+    others)."""
+    samples = {"correct": CORRECT, **{f"buggy-{p.name}": p for p in BUGGY}}
+    only = {f"buggy-{p.name}": buggy_lab(p) for p in BUGGY if buggy_lab(p)}
+    return start_check_many(python, samples, out, only=only)
+
+
+def installed(home: Path, wheel: Path, name: str) -> Path:
+    """A :func:`fresh_env` at ``home/<name>-env`` with ``wheel`` pip-installed; its ``python``."""
+    started = time.monotonic()
+    python = fresh_env(home / f"{name}-env")
+    proc = install(python, wheel, home)
+    assert proc.returncode == 0, f"pip install {wheel.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    timed(f"fresh env + install {name}", started)
+    return python

@@ -19,22 +19,25 @@ from pathlib import Path
 import pytest
 import yaml
 from edition_support import (
+    BUGGY,
+    CORRECT,
     ROOT,
+    SUBMISSIONS,
+    TIMES,
+    buggy_lab,
     check_many,
     clean_env,
     fresh_env,
-    install,
+    installed,
     installed_files,
     public_verdicts,
     run,
-    work_dir,
+    timed,
 )
 
 from grader import assign
-from grader.edition import backend
 from grader.edition.build import leaks
 from grader.edition.contents import full_files, student_files
-from grader.edition.wheel import write_wheel
 from reference.config import load
 
 # Minutes: wheels installed into fresh environments, the self-check of every buggy sample, the
@@ -42,9 +45,6 @@ from reference.config import load
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 CFG = load()
-SUBMISSIONS = ROOT / "fixtures" / "submissions"
-CORRECT = SUBMISSIONS / "correct" / "reference"
-BUGGY = sorted(p.parent for p in (SUBMISSIONS / "buggy").glob("*/expected.json"))
 #: the full edition's message adds why error-carried-forward points were given back; the verdict
 #: and the rest of the message are the student edition's
 _CREDIT_NOTE = re.compile(r"\n\n\(\d+ of these \d+ runs still earn their points.*\)\Z", re.S)
@@ -54,12 +54,11 @@ _ADDRESS = re.compile(r" at 0x[0-9a-f]+>")
 
 def _same_text(message: str) -> str:
     return _ADDRESS.sub(" at 0x...>", _CREDIT_NOTE.sub("", message))
-#: seconds each expensive step took, printed at the end of the module (the suite's cost of issue 12)
-TIMES: dict[str, float] = {}
 
 
-# The fixtures below are session-scoped because this module's batch tests run last: a module
-# fixture would be built again for them (test_suite_markers.py says why).
+# editions_dir, edition_wheels, student_env and student_checks are in conftest.py: the student
+# edition's self-check of every buggy sample starts in the background with the session, as the
+# batches do.
 @pytest.fixture(scope="session", autouse=True)
 def _report_times():
     yield
@@ -67,65 +66,9 @@ def _report_times():
         print("\nedition tests, seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in TIMES.items()))
 
 
-def _timed(name: str, started: float) -> None:
-    TIMES[name] = TIMES.get(name, 0.0) + time.monotonic() - started
-
-
 @pytest.fixture(scope="session")
-def workdir():
-    path = work_dir("hw4-editions-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def wheels(workdir) -> dict[str, Path]:
-    started = time.monotonic()
-    out = {"full": write_wheel(workdir / "dist", backend.metadata("full", ROOT), full_files(ROOT)),
-           "student": write_wheel(workdir / "dist", backend.metadata("student", ROOT),
-                                  student_files(ROOT, CFG.path))}
-    _timed("build both wheels", started)
-    return out
-
-
-def _installed(workdir: Path, wheel: Path, name: str) -> Path:
-    started = time.monotonic()
-    python = fresh_env(workdir / f"{name}-env")
-    proc = install(python, wheel, workdir)
-    assert proc.returncode == 0, f"pip install {wheel.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    _timed(f"fresh env + install {name}", started)
-    return python
-
-
-@pytest.fixture(scope="session")
-def student_env(workdir, wheels) -> Path:
-    return _installed(workdir, wheels["student"], "student")
-
-
-@pytest.fixture(scope="session")
-def full_env(workdir, wheels) -> Path:
-    return _installed(workdir, wheels["full"], "full")
-
-
-def _lab(sample: Path) -> str | None:
-    """The lab a buggy sample's one mistake is in (``lab2_q_as_fraction``: lab2), or None when it
-    may touch several (notebook and T/F samples). The sample's files for the other labs are the
-    solution's, so their public tests see what the correct sample's see: checking them there says
-    the same, and costs a third of the time (measured)."""
-    head = sample.name.split("_", 1)[0]
-    return head if head in ("lab1", "lab2", "lab3") else None
-
-
-@pytest.fixture(scope="session")
-def student_checks(student_env, workdir) -> dict[str, dict]:
-    """The installed student edition's self-check of the correct sample (every public test) and of
-    every buggy one (the public tests of the lab its mistake is in; all of them for the others)."""
-    started = time.monotonic()
-    samples = {"correct": CORRECT, **{f"buggy-{p.name}": p for p in BUGGY}}
-    only = {f"buggy-{p.name}": _lab(p) for p in BUGGY if _lab(p)}
-    out = check_many(student_env, samples, workdir / "student-checks", only=only)
-    _timed(f"student edition: check {len(samples)} samples", started)
-    return out
+def full_env(editions_dir, edition_wheels) -> Path:
+    return installed(editions_dir, edition_wheels["full"], "full")
 
 
 def _copy(sample: Path, dest: Path) -> Path:
@@ -137,13 +80,13 @@ def _copy(sample: Path, dest: Path) -> Path:
 
 
 @pytest.mark.parametrize("edition", ["student", "full"])
-def test_each_edition_runs_from_its_own_installed_files(edition, request, workdir):
+def test_each_edition_runs_from_its_own_installed_files(edition, request, editions_dir):
     """Installed non-editable: the package, its tests and data come from the environment's
     site-packages, never from the checkout; the student edition says which it is."""
     python = request.getfixturevalue(f"{edition}_env")
     probe = ("import grader, reference.config as c, grader.grade as g; from grader.edition import current; "
              "print(grader.__file__); print(c.REPO_ROOT); print(g.RUBRIC_DIR); print(current())")
-    proc = run(python, "-c", probe, cwd=workdir)
+    proc = run(python, "-c", probe, cwd=editions_dir)
     assert proc.returncode == 0, proc.stderr
     package, data, rubric, which = proc.stdout.split()
     site = str(python.parent.parent)
@@ -153,16 +96,16 @@ def test_each_edition_runs_from_its_own_installed_files(edition, request, workdi
 
 
 @pytest.mark.parametrize("edition", ["full", "student"])
-def test_pip_wheel_of_the_checkout_builds_each_edition(edition, workdir):
+def test_pip_wheel_of_the_checkout_builds_each_edition(edition, editions_dir):
     """``pip wheel .`` goes through the project's own backend and gives the full edition's files;
     ``--config-settings edition=student`` the student edition's."""
     import zipfile
 
     started = time.monotonic()
-    out = workdir / f"pip-wheel-{edition}"
+    out = editions_dir / f"pip-wheel-{edition}"
     proc = run(Path(sys.executable), "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(out),
-               "--config-settings", f"edition={edition}", str(ROOT), cwd=workdir)
-    _timed(f"pip wheel . ({edition})", started)
+               "--config-settings", f"edition={edition}", str(ROOT), cwd=editions_dir)
+    timed(f"pip wheel . ({edition})", started)
     assert proc.returncode == 0, proc.stderr[-3000:]
     names = set(zipfile.ZipFile(next(out.glob("hw4grade*.whl"))).namelist())
     want = full_files(ROOT) if edition == "full" else student_files(ROOT, CFG.path)
@@ -173,13 +116,13 @@ def test_pip_wheel_of_the_checkout_builds_each_edition(edition, workdir):
 # ----------------------------------------------------------------------------- judging
 
 
-def test_installed_student_edition_passes_every_public_test_on_the_correct_sample(student_env, workdir):
+def test_installed_student_edition_passes_every_public_test_on_the_correct_sample(student_env, editions_dir):
     """``hw4grade check`` of the installed student edition on the solution: every public test
     passes (as many as the full edition has), exit status 0."""
-    sample = _copy(CORRECT, workdir / "alice-correct")
+    sample = _copy(CORRECT, editions_dir / "alice-correct")
     started = time.monotonic()
     proc = run(student_env.parent / "hw4grade", "check", ".", cwd=sample)
-    _timed("student edition: hw4grade check correct", started)
+    timed("student edition: hw4grade check correct", started)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     public = _public_test_count()
     assert f"{public} of {public} public tests pass" in proc.stdout, proc.stdout
@@ -192,26 +135,26 @@ def _public_test_count() -> int:
     return len(shake({p.name: p.read_text() for p in rubric.glob("*.py") if p.name != "conftest.py"}).public)
 
 
-def test_installed_full_edition_checks_and_grades_the_correct_sample(full_env, workdir):
+def test_installed_full_edition_checks_and_grades_the_correct_sample(full_env, editions_dir):
     """The full edition installed non-editable: ``check`` passes every public test, ``grade``
     gives the solution its expected points (function tests) and ``gradescope`` bundles it."""
-    sample = _copy(CORRECT, workdir / "subs" / "alice")
+    sample = _copy(CORRECT, editions_dir / "subs" / "alice")
     started = time.monotonic()
-    proc = run(full_env.parent / "hw4grade", "check", str(sample), cwd=workdir)
+    proc = run(full_env.parent / "hw4grade", "check", str(sample), cwd=editions_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = run(full_env.parent / "hw4grade", "grade", str(sample.parent), "--out", str(workdir / "graded"),
-               "--no-notebooks", "--workers", "1", "--quiet", cwd=workdir)
-    _timed("full edition: check + grade correct", started)
+    proc = run(full_env.parent / "hw4grade", "grade", str(sample.parent), "--out", str(editions_dir / "graded"),
+               "--no-notebooks", "--workers", "1", "--quiet", cwd=editions_dir)
+    timed("full edition: check + grade correct", started)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    bundle = workdir / "autograder.zip"
-    proc = run(full_env.parent / "hw4grade", "gradescope", "--out", str(bundle), cwd=workdir)
+    bundle = editions_dir / "autograder.zip"
+    proc = run(full_env.parent / "hw4grade", "gradescope", "--out", str(bundle), cwd=editions_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     import zipfile
 
     names = set(zipfile.ZipFile(bundle).namelist())
     assert {"reference/lab1.py", "tests/rubric/test_tf.py", "pyproject.toml", "setup.sh"} <= names
     assert not any("_bundle" in n for n in names)
-    results = json.loads((workdir / "graded" / "alice" / "results.json").read_text())
+    results = json.loads((editions_dir / "graded" / "alice" / "results.json").read_text())
     want = json.loads((CORRECT / "expected.json").read_text())["points_no_notebooks"]
     by_item: dict[str, float] = {}
     for t in results["tests"]:
@@ -246,7 +189,7 @@ def test_student_edition_gives_the_full_graders_public_verdicts_on_every_buggy_s
                 public_verdicts(student_checks[sid]).items()}
         full = {name: (status, _same_text(message)) for name, (status, message) in
                 public_verdicts(json.loads(sample_batch.result(sample_batch.student_for(sample)).to_json())).items()
-                if sample == CORRECT or _lab(sample) is None or name.startswith(f"test_{_lab(sample)}")}
+                if sample == CORRECT or buggy_lab(sample) is None or name.startswith(f"test_{buggy_lab(sample)}")}
         assert set(mine) == set(full), f"{sid}: different public tests ran: {set(mine) ^ set(full)}"
         for name in sorted(full):
             if mine[name][0] != full[name][0]:
@@ -258,15 +201,15 @@ def test_student_edition_gives_the_full_graders_public_verdicts_on_every_buggy_s
     assert not differ, "\n".join(differ[:10])
 
 
-def test_installed_full_edition_gives_the_same_public_verdicts_as_the_checkout(full_env, workdir, sample_batch):
+def test_installed_full_edition_gives_the_same_public_verdicts_as_the_checkout(full_env, editions_dir, sample_batch):
     """The installed full edition's self-check on one buggy sample per lab (and the one whose
     runners earn error-carried-forward credit) matches the checkout's grader, messages included."""
     picks = ["lab1_gradient_missing_factor_2", "lab1_trims_the_largest", "lab2_q_as_fraction",
              "lab2_sparsity_counts_nonzeros", "lab3_floor_rounding", "nb_fake_sparsity"]
     samples = {name: SUBMISSIONS / "buggy" / name for name in picks}
     started = time.monotonic()
-    got = check_many(full_env, samples, workdir / "full-checks")
-    _timed(f"full edition: check {len(samples)} samples", started)
+    got = check_many(full_env, samples, editions_dir / "full-checks")
+    timed(f"full edition: check {len(samples)} samples", started)
     for name, sample in samples.items():
         want = public_verdicts(json.loads(sample_batch.result(sample_batch.student_for(sample)).to_json()))
         assert {k: (s, _same_text(m)) for k, (s, m) in public_verdicts(got[name]).items()} == \
@@ -277,15 +220,15 @@ def test_installed_full_edition_gives_the_same_public_verdicts_as_the_checkout(f
 
 
 @pytest.mark.parametrize("isolation", ["bwrap", "rlimit"])
-def test_installed_full_edition_keeps_its_reference_out_of_the_sandbox(full_env, workdir, isolation):
+def test_installed_full_edition_keeps_its_reference_out_of_the_sandbox(full_env, editions_dir, isolation):
     """Installed non-editable, the reference solutions and the rubric tests sit in the environment
     every sandbox reads; a submission importing ``reference.lab1`` (mal_uses_reference) must not
     get it, at either isolation level."""
     sample = SUBMISSIONS / "malicious" / "mal_uses_reference"
     started = time.monotonic()
-    got = check_many(full_env, {"mal": sample}, workdir / f"full-secret-{isolation}", workers=1,
+    got = check_many(full_env, {"mal": sample}, editions_dir / f"full-secret-{isolation}", workers=1,
                      isolation=isolation)["mal"]
-    _timed(f"full edition: hostile import at {isolation}", started)
+    timed(f"full edition: hostile import at {isolation}", started)
     assert isolation in got["isolation"]
     assert "found=1" not in got["output"], got["output"][-2000:]
     status, message = public_verdicts(got)["test_lab1e_soft_threshold_on_examples"]
@@ -303,7 +246,7 @@ def test_installed_student_edition_holds_no_reference_line_hidden_test_or_tf_key
     assert leaks(files, ROOT, CFG.tf_key) == []
 
 
-def test_the_scan_finds_a_reference_line_a_hidden_test_and_the_key(wheels):
+def test_the_scan_finds_a_reference_line_a_hidden_test_and_the_key(edition_wheels):
     """The scan is not blind: each kind of secret planted in the student edition's files is found."""
     files = student_files(ROOT, CFG.path)
     solution = (ROOT / "reference" / "lab2.py").read_text()
@@ -318,16 +261,18 @@ def test_the_scan_finds_a_reference_line_a_hidden_test_and_the_key(wheels):
         assert leaks(tree, ROOT, CFG.tf_key), f"the scan missed a planted {what}"
 
 
-def test_student_edition_refuses_the_instructor_commands(student_env, workdir):
-    for command in (["grade", str(workdir), "--out", str(workdir / "g")], ["assign"], ["gradescope", "--out", "x.zip"]):
-        proc = run(student_env.parent / "hw4grade", *command, cwd=workdir)
+def test_student_edition_refuses_the_instructor_commands(student_env, editions_dir):
+    commands = (["grade", str(editions_dir), "--out", str(editions_dir / "g")], ["assign"],
+                ["gradescope", "--out", "x.zip"])
+    for command in commands:
+        proc = run(student_env.parent / "hw4grade", *command, cwd=editions_dir)
         assert proc.returncode == 2 and "student edition" in proc.stderr, (command, proc.stderr)
 
 
 # ----------------------------------------------------------------------------- the CI workflow
 
 
-def test_the_template_workflow_runs_ci_from_the_student_edition_in_a_clean_environment(wheels, workdir):
+def test_the_template_workflow_runs_ci_from_the_student_edition_in_a_clean_environment(edition_wheels, editions_dir):
     """The student template's workflow, run step by step in a fresh environment: checkout (a
     student's repository: the template's workflow and a finished hand-in), setup-python (a
     fresh venv with no hw4grade), its install step with the course's ``pip_spec`` as a path in the
@@ -335,18 +280,18 @@ def test_the_template_workflow_runs_ci_from_the_student_edition_in_a_clean_envir
     do: reach GitHub or a package index (torch and the other requirements are already in the
     fresh environment, so pip installs only the student edition), and ``sudo apt-get install
     bubblewrap`` (bubblewrap must already be here: the line is checked, not run)."""
-    spec = f"./.hw4/{wheels['student'].name}"
+    spec = f"./.hw4/{edition_wheels['student'].name}"
     cfg = dataclasses.replace(CFG, grading=dataclasses.replace(CFG.grading, pip_spec=spec))
     template = assign.render("template", cfg).files
-    repo = _copy(CORRECT, workdir / "hw4-alice")
+    repo = _copy(CORRECT, editions_dir / "hw4-alice")
     (repo / ".github" / "workflows").mkdir(parents=True)
     (repo / ".github" / "workflows" / "hw4.yml").write_text(template[".github/workflows/hw4.yml"])
     (repo / ".hw4").mkdir()
-    shutil.copy(wheels["student"], repo / spec)
+    shutil.copy(edition_wheels["student"], repo / spec)
     started = time.monotonic()
-    python = fresh_env(workdir / "ci-env")
+    python = fresh_env(editions_dir / "ci-env")
     steps = yaml.safe_load((repo / ".github" / "workflows" / "hw4.yml").read_text())["jobs"]["grade"]["steps"]
-    summary = workdir / "step-summary.md"
+    summary = editions_dir / "step-summary.md"
     env = clean_env(python.parent.parent, repo, GITHUB_STEP_SUMMARY=str(summary), GITHUB_REPOSITORY="course/hw4-alice",
                     CI="true", GITHUB_ACTIONS="true")
     ran, uploaded = [], None
@@ -364,7 +309,7 @@ def test_the_template_workflow_runs_ci_from_the_student_edition_in_a_clean_envir
             proc = _bash(line, repo, env)
             ran.append((line, proc.returncode))
             assert proc.returncode == 0, f"workflow step `{line}` failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    _timed("workflow: fresh env, install, hw4grade ci", started)
+    timed("workflow: fresh env, install, hw4grade ci", started)
     assert [line for line, _ in ran][-1] == "hw4grade ci ."
     assert uploaded is not None and (uploaded / "results.json").is_file() and (uploaded / "feedback.md").is_file()
     assert "lab1.a" in summary.read_text()
