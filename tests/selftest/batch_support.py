@@ -11,11 +11,13 @@ same thing (the limit holds, the rest of the submission is graded).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -118,6 +120,10 @@ class StartedSamples:
         return SampleBatches(done["main"], done.get("limited"), self.limited_config,
                              {t: done[t] for t in self.terms})
 
+    def stop(self) -> None:
+        for run in self.started.values():
+            run.stop()
+
 
 def start_samples(tmp: Path) -> StartedSamples:
     """Start the session's sample batches (the real command, all at once): every sample but the
@@ -172,7 +178,7 @@ def start_notebook_samples(tmp: Path) -> _Started:
     started = start_folder(subs, tmp / "out", "--layout", "grouped", workers=NOTEBOOK_WORKERS, config=config)
     # The correct sample at the term's own size too (test_notebooks.py reads it from the session's
     # notebook cache): in the background now, not alone at the suite's end.
-    started.companions.append(subprocess.Popen(
+    started.companions.append(start_background(
         [sys.executable, "-m", "grader.notebooks.execute", str(SUBMISSIONS / "correct" / "reference")],
         cwd=ROOT, env=child_env(drop=("HW4_CONFIG",)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return started
@@ -288,6 +294,29 @@ class _Started:
     #: processes started with the batch that :func:`finish_folder` waits for too (output unread)
     companions: list[subprocess.Popen] = field(default_factory=list)
 
+    def stop(self) -> None:
+        """Kill what still runs (the session ended early: ``-x``, Ctrl-C, a failed fixture)."""
+        for proc in (self.proc, *self.companions):
+            stop_background(proc)
+
+
+def start_background(argv: list[str], **popen) -> subprocess.Popen:
+    """Start one of the session's background jobs in a session of its own. A session is a
+    scheduling group of its own (Linux's autogroups): the foreground tests then share the CPUs
+    with the job as a whole, not with each of its grading processes, and move on while it works
+    (measured 2026-12-04: the foreground got about a sixth of a core while the batches graded).
+    Ctrl-C no longer reaches it, so :func:`stop_background` ends it with the session."""
+    return subprocess.Popen(argv, start_new_session=True, **popen)
+
+
+def stop_background(proc: subprocess.Popen) -> None:
+    """Kill a :func:`start_background` job and everything in its session's process group (its
+    sandboxes die with their parents), if it still runs."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
 
 def start_folder(submissions: Path, out: Path, *extra: str, workers: int = 2,
                  config: Path | None = None) -> _Started:
@@ -295,7 +324,7 @@ def start_folder(submissions: Path, out: Path, *extra: str, workers: int = 2,
     with ``config`` as ``$HW4_CONFIG`` or, without it, the term's own config (never one this
     process's environment happens to name)."""
     env = child_env({"HW4_CONFIG": str(config)} if config else None, drop=("HW4_CONFIG",))
-    proc = subprocess.Popen(
+    proc = start_background(
         [sys.executable, "-m", "grader", "grade", str(submissions), "--out", str(out), "--workers", str(workers),
          "--quiet", *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -307,14 +336,14 @@ def finish_folder(run: _Started) -> GradedBatch:
     try:
         stdout, stderr = run.proc.communicate(timeout=BATCH_TIMEOUT_S)
     except subprocess.TimeoutExpired:
-        run.proc.kill()
+        stop_background(run.proc)
         stdout, stderr = run.proc.communicate()
         stderr += f"\n(stopped after {BATCH_TIMEOUT_S} s)"
     for companion in run.companions:
         try:
             companion.wait(timeout=max(1.0, BATCH_TIMEOUT_S - (time.monotonic() - run.started)))
         except subprocess.TimeoutExpired:
-            companion.kill()
+            stop_background(companion)
     return GradedBatch(run.out, run.proc.returncode, stdout, stderr, time.monotonic() - run.started, run.config)
 
 

@@ -88,7 +88,9 @@ def _session_batches_start_first(request):
 def _sample_batch_started(tmp_path_factory, reference_cache):
     from batch_support import start_samples
 
-    return start_samples(tmp_path_factory.mktemp("sample-batch"))
+    started = start_samples(tmp_path_factory.mktemp("sample-batch"))
+    yield started
+    started.stop()  # if the session ended early (-x, Ctrl-C)
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +120,9 @@ def notebook_cache(tmp_path_factory):
 def _notebook_batch_started(tmp_path_factory, reference_cache, notebook_cache):
     from batch_support import start_notebook_samples
 
-    return start_notebook_samples(tmp_path_factory.mktemp("notebook-batch"))
+    started = start_notebook_samples(tmp_path_factory.mktemp("notebook-batch"))
+    yield started
+    started.stop()  # if the session ended early (-x, Ctrl-C)
 
 
 @pytest.fixture(scope="session")
@@ -172,13 +176,12 @@ def student_env(editions_dir, edition_wheels) -> Path:
 
 @pytest.fixture(scope="session")
 def _student_checks_started(student_env, editions_dir):
+    from batch_support import stop_background
     from edition_support import start_student_checks
 
     started = start_student_checks(student_env, editions_dir / "student-checks")
     yield started
-    if started.proc.poll() is None:  # the session ended early (-x, Ctrl-C): stop it
-        started.proc.kill()
-        started.proc.wait()
+    stop_background(started.proc)  # if the session ended early (-x, Ctrl-C)
 
 
 @pytest.fixture(scope="session")

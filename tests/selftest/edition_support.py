@@ -24,6 +24,7 @@ import sys
 import sysconfig
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,9 +172,11 @@ class CheckMany:
 
 
 def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
-                     isolation: str = "auto", only: dict[str, str] | None = None) -> CheckMany:
+                     isolation: str = "auto", only: dict[str, str] | None = None,
+                     popen: Callable[..., subprocess.Popen] = subprocess.Popen) -> CheckMany:
     """Start the installed edition's self-check of every sample in the background; ``only[id]``,
-    where given, is a ``-k`` expression choosing the tests. Its output goes to ``out/log.txt``."""
+    where given, is a ``-k`` expression choosing the tests. Its output goes to ``out/log.txt``;
+    ``popen`` starts it (``batch_support.start_background`` for a session's background job)."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "samples.json"
     spec.write_text(json.dumps({k: [str(v), (only or {}).get(k)] for k, v in samples.items()}))
@@ -181,8 +184,8 @@ def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers:
     script.write_text(CHECK_MANY)
     log = out / "log.txt"
     with log.open("w") as sink:
-        proc = subprocess.Popen([str(python), str(script), str(spec), str(out), str(workers), isolation], cwd=out,
-                                env=_user_env(python, out, {}), stdout=sink, stderr=subprocess.STDOUT)
+        proc = popen([str(python), str(script), str(spec), str(out), str(workers), isolation], cwd=out,
+                     env=_user_env(python, out, {}), stdout=sink, stderr=subprocess.STDOUT)
     return CheckMany(proc, samples, out, log)
 
 
@@ -232,10 +235,12 @@ def buggy_lab(sample: Path) -> str | None:
 def start_student_checks(python: Path, out: Path) -> CheckMany:
     """Start the installed student edition's self-check of the correct sample (every public test)
     and of every buggy one (the public tests of the lab its mistake is in; all of them for the
-    others)."""
+    others), as a background job of the session (``batch_support.start_background``)."""
+    from batch_support import start_background
+
     samples = {"correct": CORRECT, **{f"buggy-{p.name}": p for p in BUGGY}}
     only = {f"buggy-{p.name}": buggy_lab(p) for p in BUGGY if buggy_lab(p)}
-    return start_check_many(python, samples, out, only=only)
+    return start_check_many(python, samples, out, only=only, popen=start_background)
 
 
 def installed(home: Path, wheel: Path, name: str) -> Path:
