@@ -70,7 +70,7 @@ BACKGROUND = ("sample_batch", "notebook_batch", "student_checks")
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _session_batches_start_first(request):
+def _background_jobs_start_first(request):
     """The session's background jobs -- the two session batches and the installed student
     edition's self-check of every buggy sample (below) -- cost most of the suite's time, so they
     start in the background before the first test whenever a collected test needs them; the tests
@@ -98,7 +98,7 @@ def sample_batch(_sample_batch_started):
     """Every bundled sample graded once per session by the real command line:
     ``hw4grade grade SUBS --out OUT --workers 2 --no-notebooks`` (``batch_support.SampleBatches``:
     the samples that wait on a limit in a batch of their own with short test limits; read it,
-    never write to it: copy it first). Started with the session (``_session_batches_start_first``)."""
+    never write to it: copy it first). Started with the session (``_background_jobs_start_first``)."""
     return _sample_batch_started.finish()
 
 
@@ -130,7 +130,7 @@ def notebook_batch(_notebook_batch_started):
     """The samples whose notebooks are checked (``batch_support.notebook_sample_dirs``), graded in
     full once per session by the real command: ``hw4grade grade SUBS --out OUT --workers 2``,
     notebooks executed. test_notebooks.py reads their notebook checks, test_samples.py their
-    points. Read it, never write to it. Started with the session (``_session_batches_start_first``)."""
+    points. Read it, never write to it. Started with the session (``_background_jobs_start_first``)."""
     from batch_support import finish_folder
 
     return finish_folder(_notebook_batch_started)
@@ -189,7 +189,7 @@ def student_checks(_student_checks_started) -> dict[str, dict]:
     """The installed student edition's self-check of the correct sample (every public test) and of
     every buggy one (the public tests of the lab its mistake is in), by the same call ``hw4grade
     check`` makes: ``{"correct" | "buggy-<name>": SubmissionResult as a dict}``. Started with the
-    session (``_session_batches_start_first``)."""
+    session (``_background_jobs_start_first``)."""
     import time
 
     from edition_support import timed
