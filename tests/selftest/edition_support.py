@@ -156,14 +156,16 @@ class CheckMany:
     samples: dict[str, Path]
     out: Path
     log: Path
+    #: how to end it if it runs past its time (``batch_support.stop_background`` for a background
+    #: job: its forked checks and their sandboxes go with it)
+    stop: Callable[[subprocess.Popen], None]
 
     def results(self, timeout: float = 3600) -> dict[str, dict]:
         """``{id: SubmissionResult as a dict}``; an AssertionError naming the samples without one."""
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.stop(self.proc)
         missing = [k for k in self.samples if not (self.out / f"{k}.json").is_file()]
         if missing:
             raise AssertionError(f"no result for {missing[:5]} ({len(missing)} in all):\n"
@@ -171,12 +173,19 @@ class CheckMany:
         return {k: json.loads((self.out / f"{k}.json").read_text()) for k in self.samples}
 
 
+def _kill(proc: subprocess.Popen) -> None:
+    proc.kill()
+    proc.wait()
+
+
 def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
                      isolation: str = "auto", only: dict[str, str] | None = None,
-                     popen: Callable[..., subprocess.Popen] = subprocess.Popen) -> CheckMany:
-    """Start the installed edition's self-check of every sample in the background; ``only[id]``,
-    where given, is a ``-k`` expression choosing the tests. Its output goes to ``out/log.txt``;
-    ``popen`` starts it (``batch_support.start_background`` for a session's background job)."""
+                     background: bool = False) -> CheckMany:
+    """Start the installed edition's self-check of every sample; ``only[id]``, where given, is a
+    ``-k`` expression choosing the tests. Its output goes to ``out/log.txt``. ``background``: as
+    one of the session's background jobs (``batch_support.start_background``)."""
+    from batch_support import start_background, stop_background
+
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "samples.json"
     spec.write_text(json.dumps({k: [str(v), (only or {}).get(k)] for k, v in samples.items()}))
@@ -184,9 +193,10 @@ def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers:
     script.write_text(CHECK_MANY)
     log = out / "log.txt"
     with log.open("w") as sink:
+        popen = start_background if background else subprocess.Popen
         proc = popen([str(python), str(script), str(spec), str(out), str(workers), isolation], cwd=out,
                      env=_user_env(python, out, {}), stdout=sink, stderr=subprocess.STDOUT)
-    return CheckMany(proc, samples, out, log)
+    return CheckMany(proc, samples, out, log, stop_background if background else _kill)
 
 
 def check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
@@ -236,11 +246,9 @@ def start_student_checks(python: Path, out: Path) -> CheckMany:
     """Start the installed student edition's self-check of the correct sample (every public test)
     and of every buggy one (the public tests of the lab its mistake is in; all of them for the
     others), as a background job of the session (``batch_support.start_background``)."""
-    from batch_support import start_background
-
     samples = {"correct": CORRECT, **{f"buggy-{p.name}": p for p in BUGGY}}
     only = {f"buggy-{p.name}": buggy_lab(p) for p in BUGGY if buggy_lab(p)}
-    return start_check_many(python, samples, out, only=only, popen=start_background)
+    return start_check_many(python, samples, out, only=only, background=True)
 
 
 def installed(home: Path, wheel: Path, name: str) -> Path:
