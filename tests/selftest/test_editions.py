@@ -66,6 +66,8 @@ def _report_times():
         print("\nedition tests, seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in TIMES.items()))
 
 
+# Session-scoped, not module-scoped: this module's batch tests run last, and a module fixture
+# would be built again for them (test_suite_markers.py says why).
 @pytest.fixture(scope="session")
 def full_env(editions_dir, edition_wheels) -> Path:
     return installed(editions_dir, edition_wheels["full"], "full")
