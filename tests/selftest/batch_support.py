@@ -303,9 +303,10 @@ class _Started:
 def start_background(argv: list[str], **popen) -> subprocess.Popen:
     """Start one of the session's background jobs in a session of its own. A session is a
     scheduling group of its own (Linux's autogroups): the foreground tests then share the CPUs
-    with the job as a whole, not with each of its grading processes, and move on while it works
-    (measured 2026-12-04: the foreground got about a sixth of a core while the batches graded).
-    Ctrl-C no longer reaches it, so :func:`stop_background` ends it with the session."""
+    with the job as a whole, not with each of its grading processes (2026-12-04: the foreground
+    got about a sixth of a core while the batches graded; the suite's time did not measurably
+    change, docs/ARCHITECTURE.md). Ctrl-C no longer reaches it, so :func:`stop_background` ends
+    it with the session."""
     return subprocess.Popen(argv, start_new_session=True, **popen)
 
 
