@@ -259,8 +259,9 @@ class Submission:
             limit = min(timeout or self.call_timeout, max(self.budget - self.spent, 1.0))
             self.calls += 1
             try:
-                # The worker interrupts the call itself at ``limit`` (no restart needed); the hard
-                # timeout a little later kills it if the interrupt was swallowed or never came.
+                # The worker interrupts the call itself at ``limit`` (an answer without waiting for
+                # the hard timeout); the hard timeout a little later kills it if the interrupt was
+                # swallowed or never came.
                 reply, reply_blobs = self.session.request(dict(request, soft_timeout=limit), blobs,
                                                           timeout=limit + _grace(limit))
                 self._note_cpu(reply)
@@ -275,6 +276,12 @@ class Submission:
                 self.spent += took
             err = reply.get("error") if failure is None else None
             if isinstance(err, dict) and err.get("kind") == "timeout":
+                # The worker interrupted the call itself, but what the call left running or
+                # half-done stays: processes that fill the uid's process limit (the next call
+                # needing a thread then fails or hangs, depending on how far a fork bomb got
+                # before its deadline), module state mid-update. Replace the worker, so every
+                # call after a timeout starts clean (the zygote sweeps the uid before the fork).
+                self.session.end_child(sweep=True)
                 failure = self._strike(name, StudentTimeout, _timeout_message(limit), call_text)
             slow = took >= limit / 2
             if (failure is None and isinstance(err, dict) and isinstance(err.get("message"), str)

@@ -23,8 +23,9 @@ Requests (``op``):
 
 ``call`` and ``probe`` may carry ``soft_timeout`` (seconds of charged time: waiting for a CPU
 does not count, see ``runclock``): a SIGALRM then interrupts the student's code and the reply is
-an error of kind ``timeout`` -- the worker survives, so a hang costs no restart. The grader's own
-(hard) timeout, a little later, kills a worker whose code swallowed the interrupt or hangs in C.
+an error of kind ``timeout`` at once; the grader then replaces the worker (what the interrupted
+code left running or half-done must not reach the next call). The grader's own (hard) timeout,
+a little later, kills a worker whose code swallowed the interrupt or hangs in C.
 Error kinds: ``exception`` (the student's code raised;
 traceback trimmed to the student's frames), ``signature`` (the function does not accept the
 arguments the grader passes), ``return`` (the return value cannot be sent back as data),
@@ -536,8 +537,8 @@ def _on_alarm(signum, frame) -> None:
 
 def _arm(seconds: float) -> None:
     """Interrupt the student's code after ``seconds`` of charged time (wall-clock time less the
-    time spent waiting for a CPU, see ``runclock``): a Python-level loop ends here, without
-    killing the worker; a loop in C code, or code that swallows the interrupt, is killed by the
+    time spent waiting for a CPU, see ``runclock``): a Python-level loop ends here and the
+    timeout is answered at once (the grader then replaces this worker); a loop in C code, or code that swallows the interrupt, is killed by the
     grader's hard timeout a little later."""
     _CLOCK.start()
     _DEADLINE.update(armed=True, fired=False, limit=seconds)

@@ -358,6 +358,12 @@ def fork_bomb(marker):
                 os._exit(0)
         count += 1
     return count
+
+
+def fork_bomb_then_hang(marker):
+    fork_bomb(marker)
+    while True:
+        time.sleep(0.05)
 '''
 
 NAMES = [line[4:line.index("(")] for line in ATTACKS.splitlines()
@@ -467,18 +473,38 @@ def test_concurrent_sandboxes_get_different_uids(sandbox, tmp_path):
 # ----------------------------------------------------------------------------- time
 
 
-def test_endless_loop_is_interrupted_at_its_timeout_without_a_restart(sandbox):
-    """A Python-level endless loop ends at the call's timeout; the worker survives."""
-    restarts = sandbox.session.restarts
+def test_endless_loop_is_interrupted_at_its_timeout_and_the_next_call_gets_a_fresh_worker(sandbox):
+    """A Python-level endless loop ends at the call's timeout (the worker interrupts it: no wait
+    for the hard timeout); the interrupted worker is then replaced, so what the loop left
+    half-done never reaches the next call."""
     sandbox.strikes.pop("spin", None)
+    assert sandbox.identity(1) == 1
+    worker = sandbox.session._child_pid_here
     started = time.monotonic()
     with pytest.raises(StudentTimeout, match=rf"did not finish within {CALL_TIMEOUT:g} s"):
         sandbox.spin()
     # charged time: on a machine the suite's batches keep busy, the wall clock runs longer
     assert sandbox.session.last_charged < CALL_TIMEOUT + 1.5
     assert time.monotonic() - started < runclock.BACKSTOP * CALL_TIMEOUT + 1.5
-    assert sandbox.session.restarts == restarts and sandbox.session.alive
+    assert not sandbox.session.alive
     assert sandbox.identity(7) == 7
+    assert sandbox.session._child_pid_here not in (None, worker)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_processes_a_timed_out_call_left_behind_never_reach_the_next_call(tmp_path, level):
+    """A call that forks until the process limit and then hangs: once it times out, every process
+    it started is gone (they would fill the uid's process limit, and the next call, needing a
+    thread, would fail or hang) and the next call runs."""
+    marker = f"{os.getpid() % 1000}{len(level)}78"
+    sub = _fresh(tmp_path, level)
+    try:
+        with pytest.raises(StudentTimeout):
+            sub.fork_bomb_then_hang(marker)
+        assert _sleepers(marker) == []
+        assert sub.identity("after") == "after"
+    finally:
+        sub.close()
 
 
 def test_loop_that_swallows_the_interrupt_is_killed_shortly_after(sandbox):
