@@ -11,18 +11,18 @@ same thing (the limit holds, the rest of the submission is graded).
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from background import start_background, stop_background
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SUBMISSIONS = ROOT / "fixtures" / "submissions"
@@ -298,25 +298,6 @@ class _Started:
         """Kill what still runs (the session ended early: ``-x``, Ctrl-C, a failed fixture)."""
         for proc in (self.proc, *self.companions):
             stop_background(proc)
-
-
-def start_background(argv: list[str], **popen) -> subprocess.Popen:
-    """Start one of the session's background jobs in a session of its own. A session is a
-    scheduling group of its own (Linux's autogroups): the foreground tests then share the CPUs
-    with the job as a whole, not with each of its grading processes (2026-12-04: the foreground
-    got about a sixth of a core while the batches graded; the suite's time did not measurably
-    change, docs/ARCHITECTURE.md). Ctrl-C no longer reaches it, so :func:`stop_background` ends
-    it with the session."""
-    return subprocess.Popen(argv, start_new_session=True, **popen)
-
-
-def stop_background(proc: subprocess.Popen) -> None:
-    """Kill a :func:`start_background` job and everything in its session's process group (its
-    sandboxes die with their parents), if it still runs."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def start_folder(submissions: Path, out: Path, *extra: str, workers: int = 2,

@@ -65,8 +65,13 @@ def _one_batch_workers_share_of_the_cpus():
         yield
 
 
-#: the session's background jobs: each fixture here has a ``_<name>_started`` fixture that starts it
-BACKGROUND = ("sample_batch", "notebook_batch", "student_checks")
+#: the session's background jobs (each fixture here has a ``_<name>_started`` fixture that starts
+#: it) -> the late group of the tests reading it (:func:`run_batch_tests_last`): the notebook
+#: batch takes longest, so its tests come after the others'
+BACKGROUND = {"sample_batch": 1, "student_checks": 1, "notebook_batch": 2}
+#: fixtures that cost minutes: a test using one is slow whether or not it says so; the notebook
+#: cache's tests run notebooks, so they wait with the notebook batch's
+_SLOW_FIXTURES = {**BACKGROUND, "notebook_cache": BACKGROUND["notebook_batch"]}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -137,51 +142,12 @@ def notebook_batch(_notebook_batch_started):
 
 
 @pytest.fixture(scope="session")
-def editions_dir():
-    """The installed editions' work folder (outside the checkout; test_editions.py)."""
-    from edition_support import work_dir
-
-    path = work_dir("hw4-editions-")
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def edition_wheels(editions_dir) -> dict[str, Path]:
-    """Both editions' wheels, built from this tree: ``{"full": ..., "student": ...}``."""
-    import time
-
-    from edition_support import timed
-
-    from grader.edition import backend
-    from grader.edition.contents import full_files, student_files
-    from grader.edition.wheel import write_wheel
-    from reference.config import load
-
-    started = time.monotonic()
-    out = {"full": write_wheel(editions_dir / "dist", backend.metadata("full", ROOT), full_files(ROOT)),
-           "student": write_wheel(editions_dir / "dist", backend.metadata("student", ROOT),
-                                  student_files(ROOT, load().path))}
-    timed("build both wheels", started)
-    return out
-
-
-@pytest.fixture(scope="session")
-def student_env(editions_dir, edition_wheels) -> Path:
-    """The student edition pip-installed (non-editable) into a fresh environment: its ``python``."""
-    from edition_support import installed
-
-    return installed(editions_dir, edition_wheels["student"], "student")
-
-
-@pytest.fixture(scope="session")
 def _student_checks_started(student_env, editions_dir):
-    from batch_support import stop_background
     from edition_support import start_student_checks
 
     started = start_student_checks(student_env, editions_dir / "student-checks")
     yield started
-    stop_background(started.proc)  # if the session ended early (-x, Ctrl-C)
+    started.stop()  # if the session ended early (-x, Ctrl-C)
 
 
 @pytest.fixture(scope="session")
@@ -200,8 +166,10 @@ def student_checks(_student_checks_started) -> dict[str, dict]:
     return out
 
 
-#: fixtures that cost minutes: a test using one is slow whether or not it says so
-_SLOW_FIXTURES = {"sample_batch", "notebook_cache", "notebook_batch", "student_checks"}
+def pytest_configure(config):
+    # The installed editions' fixtures (editions_fixtures.py), registered as a plugin so every test
+    # module, and the session-start fixture of the student edition's self-check, reaches them.
+    config.pluginmanager.import_plugin("editions_fixtures")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -214,10 +182,7 @@ def run_batch_tests_last(items) -> None:
     student edition's self-check first, then those of the notebook batch, each group in its
     collected order): the jobs run in the background while everything else runs."""
     def waits_for(item) -> int:
-        names = set(getattr(item, "fixturenames", ()))
-        if names & {"notebook_batch", "notebook_cache"}:
-            return 2
-        return 1 if names & {"sample_batch", "student_checks"} else 0
+        return max((_SLOW_FIXTURES.get(name, 0) for name in getattr(item, "fixturenames", ())), default=0)
 
     items.sort(key=waits_for)  # stable: the collected order within each group
 
@@ -230,7 +195,7 @@ def mark_slow_tests(items) -> None:
     from batch_support import BATCH_TIMEOUT_S
 
     for item in items:
-        if not _SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if not _SLOW_FIXTURES.keys() & set(getattr(item, "fixturenames", ())):
             continue
         if not item.get_closest_marker("slow"):
             item.add_marker(pytest.mark.slow)

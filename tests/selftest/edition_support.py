@@ -24,9 +24,10 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from background import start_background, stop_background
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SUBMISSIONS = ROOT / "fixtures" / "submissions"
@@ -156,26 +157,28 @@ class CheckMany:
     samples: dict[str, Path]
     out: Path
     log: Path
-    #: how to end it if it runs past its time (``batch_support.stop_background`` for a background
-    #: job: its forked checks and their sandboxes go with it)
-    stop: Callable[[subprocess.Popen], None]
+    #: one of the session's background jobs (``background.start_background``)
+    background: bool = False
 
     def results(self, timeout: float = 3600) -> dict[str, dict]:
         """``{id: SubmissionResult as a dict}``; an AssertionError naming the samples without one."""
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            self.stop(self.proc)
+            self.stop()
         missing = [k for k in self.samples if not (self.out / f"{k}.json").is_file()]
         if missing:
             raise AssertionError(f"no result for {missing[:5]} ({len(missing)} in all):\n"
                                  f"{self.log.read_text(errors='replace')[-4000:]}")
         return {k: json.loads((self.out / f"{k}.json").read_text()) for k in self.samples}
 
-
-def _kill(proc: subprocess.Popen) -> None:
-    proc.kill()
-    proc.wait()
+    def stop(self) -> None:
+        """Kill it if it still runs; a background job with its forked checks and their sandboxes."""
+        if self.background:
+            stop_background(self.proc)
+        elif self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
@@ -183,9 +186,7 @@ def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers:
                      background: bool = False) -> CheckMany:
     """Start the installed edition's self-check of every sample; ``only[id]``, where given, is a
     ``-k`` expression choosing the tests. Its output goes to ``out/log.txt``. ``background``: as
-    one of the session's background jobs (``batch_support.start_background``)."""
-    from batch_support import start_background, stop_background
-
+    one of the session's background jobs (``background.start_background``)."""
     out.mkdir(parents=True, exist_ok=True)
     spec = out / "samples.json"
     spec.write_text(json.dumps({k: [str(v), (only or {}).get(k)] for k, v in samples.items()}))
@@ -196,7 +197,7 @@ def start_check_many(python: Path, samples: dict[str, Path], out: Path, workers:
         popen = start_background if background else subprocess.Popen
         proc = popen([str(python), str(script), str(spec), str(out), str(workers), isolation], cwd=out,
                      env=_user_env(python, out, {}), stdout=sink, stderr=subprocess.STDOUT)
-    return CheckMany(proc, samples, out, log, stop_background if background else _kill)
+    return CheckMany(proc, samples, out, log, background)
 
 
 def check_many(python: Path, samples: dict[str, Path], out: Path, workers: int = 2,
@@ -245,7 +246,7 @@ def buggy_lab(sample: Path) -> str | None:
 def start_student_checks(python: Path, out: Path) -> CheckMany:
     """Start the installed student edition's self-check of the correct sample (every public test)
     and of every buggy one (the public tests of the lab its mistake is in; all of them for the
-    others), as a background job of the session (``batch_support.start_background``)."""
+    others), as a background job of the session (``background.start_background``)."""
     samples = {"correct": CORRECT, **{f"buggy-{p.name}": p for p in BUGGY}}
     only = {f"buggy-{p.name}": buggy_lab(p) for p in BUGGY if buggy_lab(p)}
     return start_check_many(python, samples, out, only=only, background=True)
