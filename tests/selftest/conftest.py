@@ -75,14 +75,16 @@ _SLOW_FIXTURES = {**BACKGROUND, "notebook_cache": BACKGROUND["notebook_batch"]}
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _background_jobs_start_first(request):
+def _background_jobs_start_first(request, _one_batch_workers_share_of_the_cpus):
     """The session's background jobs -- the two session batches and the installed student
     edition's self-check of every buggy sample (below) -- cost most of the suite's time, so they
     start in the background before the first test whenever a collected test needs them; the tests
     that need them run last (:func:`run_batch_tests_last`), so the rest of the suite runs while
     they work instead of after. Without this the suite ran its serial tests on one core while the
     other idled, then waited on each batch in turn (26 min here, 2026-12-03); with the
-    self-check in the foreground, the suite's last ~7 minutes ran on one core (2026-12-04)."""
+    self-check in the foreground, the suite's last ~7 minutes ran on one core (2026-12-04).
+    The jobs inherit the session's thread count, so this fixture asks for it: pytest orders
+    autouse fixtures of one scope by name, and the jobs once started first (2026-12-05)."""
     needed = set().union(*(item.fixturenames for item in request.session.items))
     for job in BACKGROUND:
         if job in needed:

@@ -88,3 +88,20 @@ def test_no_fixture_of_a_module_is_built_again_when_its_batch_tests_run_last(rep
     line = next((x for x in proc.stdout.splitlines() if x.startswith("SHARED")), None)
     assert line is not None, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert json.loads(line.removeprefix("SHARED")) == {}
+
+
+def test_the_background_jobs_start_after_the_sessions_thread_count_is_set(repo_root):
+    """The background batches inherit ``HW4_THREADS`` from the session (one thread per grading):
+    set up after it, whatever the fixtures are named. pytest orders same-scope autouse fixtures
+    by name; once the start fixture's name sorted first, the one-worker batches graded with two
+    threads each, and a hostile sample's finetune call, charged its helper thread's waits for a
+    CPU, failed its 3-second test limit (CI, 2026-12-05)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--setup-plan", "-q", "-p", "no:cacheprovider",
+                           "tests/selftest/test_suite_markers.py"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=600, check=False)
+    setups = [line.split()[2] for line in proc.stdout.splitlines() if line.strip().startswith("SETUP    S")]
+    assert "_background_jobs_start_first" in setups, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert setups.index("_one_batch_workers_share_of_the_cpus") < setups.index("_background_jobs_start_first")
