@@ -538,8 +538,8 @@ def _on_alarm(signum, frame) -> None:
 def _arm(seconds: float) -> None:
     """Interrupt the student's code after ``seconds`` of charged time (wall-clock time less the
     time spent waiting for a CPU, see ``runclock``): a Python-level loop ends here and the
-    timeout is answered at once (the grader then replaces this worker); a loop in C code, or code that swallows the interrupt, is killed by the
-    grader's hard timeout a little later."""
+    timeout is answered at once (the grader then replaces this worker); a loop in C code, or
+    code that swallows the interrupt, is killed by the grader's hard timeout a little later."""
     _CLOCK.start()
     _DEADLINE.update(armed=True, fired=False, limit=seconds)
     signal.signal(signal.SIGALRM, _on_alarm)  # again: a student may have replaced the handler
@@ -596,7 +596,8 @@ def serve(fd_in: int, fd_out: int, max_bytes: int) -> None:
                 if soft:
                     _disarm()
             # Interrupted code that swallowed the interrupt and returned anyway still took too long.
-            if soft and (_DEADLINE["fired"] or _CLOCK.charged() > soft):
+            # (charged time never exceeds wall-clock time: the /proc reads only for a slow call)
+            if soft and (_DEADLINE["fired"] or (_CLOCK.wall() > soft and _CLOCK.charged() > soft)):
                 raise CallTimeout()
         except CallTimeout:
             header, out_blobs = {"ok": False, "id": req.get("id"),

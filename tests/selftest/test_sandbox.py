@@ -93,6 +93,26 @@ def burn(seconds):
     return "done"
 
 
+_POOL = {}
+
+
+def burn_in_a_pool(seconds):
+    """burn() in a helper thread that lives on for the next call, as a thread pool's do."""
+    import queue
+    import threading
+
+    if "jobs" not in _POOL:
+        _POOL["jobs"], _POOL["done"] = queue.Queue(), queue.Queue()
+
+        def serve():
+            while True:
+                _POOL["done"].put(burn(_POOL["jobs"].get()))
+
+        threading.Thread(target=serve, daemon=True).start()
+    _POOL["jobs"].put(seconds)
+    return _POOL["done"].get()
+
+
 def memory_bomb():
     chunks = []
     while True:
@@ -557,6 +577,19 @@ def test_time_spent_waiting_for_a_cpu_is_not_charged_to_the_call(sandbox):
         assert sandbox.burn(0.6 * CALL_TIMEOUT) == "done"
         took = time.monotonic() - started
     assert took > CALL_TIMEOUT + max(1.0, 0.25 * CALL_TIMEOUT)  # the old wall-clock hard deadline
+    assert sandbox.session.last_charged < CALL_TIMEOUT
+
+
+def test_a_helper_threads_waits_for_a_cpu_are_not_charged_either(sandbox):
+    """The same call with its work in a pool's helper thread (as torch's intra-op pool runs it)
+    while the main thread waits for it: the helper's waits for a CPU are not the student's
+    either (they once were: only the main thread's were left out)."""
+    sandbox.strikes.pop("burn_in_a_pool", None)
+    with _starved(sandbox):
+        started = time.monotonic()
+        assert sandbox.burn_in_a_pool(0.6 * CALL_TIMEOUT) == "done"
+        took = time.monotonic() - started
+    assert took > CALL_TIMEOUT + max(1.0, 0.25 * CALL_TIMEOUT)
     assert sandbox.session.last_charged < CALL_TIMEOUT
 
 
