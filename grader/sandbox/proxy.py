@@ -276,12 +276,7 @@ class Submission:
                 self.spent += took
             err = reply.get("error") if failure is None else None
             if isinstance(err, dict) and err.get("kind") == "timeout":
-                # The worker interrupted the call itself, but what the call left running or
-                # half-done stays: processes that fill the uid's process limit (the next call
-                # needing a thread then fails or hangs, depending on how far a fork bomb got
-                # before its deadline), module state mid-update. Replace the worker, so every
-                # call after a timeout starts clean (the zygote sweeps the uid before the fork).
-                self.session.end_child(sweep=True)
+                # (the session has ended that worker already: WorkerSession.request)
                 failure = self._strike(name, StudentTimeout, _timeout_message(limit), call_text)
             slow = took >= limit / 2
             if (failure is None and isinstance(err, dict) and isinstance(err.get("message"), str)

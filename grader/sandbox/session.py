@@ -603,6 +603,9 @@ class WorkerSession:
                 ) -> tuple[dict, list[bytes]]:
         """Send one request to the worker; return the decoded reply header and blobs.
 
+        A reply of kind ``timeout`` (the worker's own soft deadline) is returned, and the worker
+        is ended all the same.
+
         Raises:
             WorkerTimedOut: no reply in ``timeout`` seconds of the worker's charged time (see
                 :meth:`_await_reply`; the worker is killed).
@@ -634,6 +637,14 @@ class WorkerSession:
         if not isinstance(reply, dict) or reply.get("id") != self._ids:
             self.end_child(sweep=True)
             raise WorkerDied("sent a reply that does not answer the request", self._output())
+        error = reply.get("error")
+        if isinstance(error, dict) and error.get("kind") == "timeout":
+            # The worker interrupted the call itself (its soft deadline), but what the call left
+            # running or half-done stays: processes filling the uid's process limit (the next
+            # call needing a thread then fails, or not, depending on how far a fork bomb got
+            # before its deadline), module state mid-update. Like a hard timeout, it ends the
+            # worker; the next start forks a fresh one after the zygote's sweep.
+            self.end_child(sweep=True)
         return reply, reply_blobs
 
     def _await_reply(self, limit: float, clock: runclock.Stopwatch) -> tuple[str, Any]:
